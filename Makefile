@@ -1,0 +1,26 @@
+# Every target creates .venv on first use: torch is pinned to the local CPU build before the project is installed,
+# so the project's `torch>=` range is already satisfied and nothing larger is fetched.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: demo test test-slow fuzz bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed  ## the main job on the embedded default data
+	$(VENV)/bin/mobilenet grid
+
+test: $(VENV)/.installed  ## the fast test suite
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

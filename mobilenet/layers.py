@@ -1,0 +1,178 @@
+"""Building blocks shared by every MobileNet: channel rounding, conv+norm+act, and the three block types.
+
+Every conv in every model goes through :class:`ConvBNAct`, so BN folding, quantization and the cost counter only
+ever have to understand one kind of module.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from torch import nn
+
+# Named channel-rounding policies and where each comes from.
+ROUNDING_POLICIES = {
+    # TF-Slim mobilenet_v1.py: depth = max(int(d * depth_multiplier), min_depth=8)
+    "tf-slim": "max(int(alpha * c), 8), the reference MobileNetV1 code",
+    # keras.applications.MobileNet: filters = int(filters * alpha)
+    "keras": "int(alpha * c), Keras' MobileNet",
+    # V2/V3 reference code (_make_divisible): nearest multiple of 8, never below 90 % of alpha * c
+    "divisible8": "nearest multiple of 8, at least 8 and never below 90% of alpha * c (V2/V3 reference code)",
+}
+
+LayerFn = Callable[..., nn.Module]
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Rounds ``value`` to the nearest multiple of ``divisor``, never below ``round_limit`` of it.
+
+    Hardware kernels and the V2/V3 reference checkpoints assume channel counts divisible by 8; the 90 % floor keeps
+    rounding from removing more than a tenth of a layer's width.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < round_limit * value:
+        rounded += divisor
+    return rounded
+
+
+def round_channels(channels: int, alpha: float = 1.0, policy: str = "divisible8") -> int:
+    """Scales a layer's channel count by the width multiplier α under a named rounding policy.
+
+    Args:
+        channels: the channel count printed in the paper's table (α = 1).
+        alpha: the width multiplier α > 0.
+        policy: one of ``ROUNDING_POLICIES`` (``"tf-slim"``, ``"keras"``, ``"divisible8"``).
+    """
+    if policy == "tf-slim":
+        return max(int(channels * alpha), 8)
+    if policy == "keras":
+        return max(int(channels * alpha), 1)
+    if policy == "divisible8":
+        return make_divisible(channels * alpha, 8)
+    raise ValueError(f"unknown rounding policy {policy!r}; expected one of {sorted(ROUNDING_POLICIES)}")
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d → norm → activation, the one conv primitive of the package.
+
+    The conv has a bias only when there is no norm layer (BN's shift makes it redundant). ``act_layer=None`` gives
+    a linear layer (V2's linear bottleneck). Padding is ``(kernel - 1) // 2 * dilation`` on every side, so a stride-s
+    layer maps an input side ``n`` to ``ceil(n / s)`` for odd kernels, the "same" output size.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        norm_layer: LayerFn | None = nn.BatchNorm2d,
+        act_layer: LayerFn | None = nn.ReLU,
+        dilation: int = 1,
+    ):
+        padding = (kernel_size - 1) // 2 * dilation
+        layers: OrderedDict[str, nn.Module] = OrderedDict({
+            "conv": nn.Conv2d(
+                in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups,
+                bias=norm_layer is None,
+            )
+        })
+        if norm_layer is not None:
+            layers["bn"] = norm_layer(out_chs)
+        if act_layer is not None:
+            layers["act"] = act_layer(inplace=True) if _takes_inplace(act_layer) else act_layer()
+        super().__init__(layers)
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+
+
+def _takes_inplace(act_layer: LayerFn) -> bool:
+    return isinstance(act_layer, type) and issubclass(
+        act_layer, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU)
+    )
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNetV1's layer: 3×3 depthwise conv → BN → act, then 1×1 pointwise conv → BN → act (paper Fig. 3)."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU,
+    ):
+        super().__init__()
+        self.dw = ConvBNAct(in_chs, in_chs, kernel_size, stride, groups=in_chs, norm_layer=norm_layer,
+                            act_layer=act_layer)
+        self.pw = ConvBNAct(in_chs, out_chs, 1, norm_layer=norm_layer, act_layer=act_layer)
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.dw(x))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excite as MobileNetV3 uses it: pool → 1×1 conv (bias) → ReLU → 1×1 conv (bias) → gate → scale.
+
+    Its two convs run on a 1×1 map; the cost counter knows this from the module type.
+    """
+
+    def __init__(
+        self,
+        chs: int,
+        squeeze_chs: int,
+        act_layer: LayerFn = nn.ReLU,
+        gate_layer: LayerFn = nn.Hardsigmoid,
+    ):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(chs, squeeze_chs, 1)
+        self.act = act_layer(inplace=True) if _takes_inplace(act_layer) else act_layer()
+        self.fc2 = nn.Conv2d(squeeze_chs, chs, 1)
+        self.gate = gate_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+        return x * scale
+
+
+class InvertedResidual(nn.Module):
+    """V2's inverted residual with linear bottleneck (V2 Table 1), also V3's ``bneck``.
+
+    1×1 expansion (skipped when ``mid_chs == in_chs``, as in V2's first t = 1 block) → k×k depthwise
+    (→ optional squeeze-excite) → linear 1×1 projection, with a residual connection when the stride is 1 and the
+    input and output channels match.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        norm_layer: LayerFn = nn.BatchNorm2d,
+        act_layer: LayerFn = nn.ReLU6,
+        se_layer: LayerFn | None = None,
+    ):
+        super().__init__()
+        self.use_residual = stride == 1 and in_chs == out_chs
+        self.expand = (
+            ConvBNAct(in_chs, mid_chs, 1, norm_layer=norm_layer, act_layer=act_layer)
+            if mid_chs != in_chs else nn.Identity()
+        )
+        self.dw = ConvBNAct(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, norm_layer=norm_layer,
+                            act_layer=act_layer)
+        self.se = se_layer(mid_chs) if se_layer is not None else nn.Identity()
+        self.project = ConvBNAct(mid_chs, out_chs, 1, norm_layer=norm_layer, act_layer=None)
+        self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.dw(self.expand(x))))
+        return x + out if self.use_residual else out

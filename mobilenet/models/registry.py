@@ -1,0 +1,45 @@
+"""A tiny model registry: builders register by function name, ``create_model`` looks them up."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Callable
+
+from torch import nn
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Registers a model builder under its function name."""
+    if fn.__name__ in _MODELS:
+        raise RuntimeError(f"model {fn.__name__!r} registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered models matching a shell-style ``pattern``, sorted."""
+    return sorted(name for name in _MODELS if fnmatch.fnmatchcase(name, pattern))
+
+
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; a ``ValueError`` naming the closest names otherwise."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(list_models())}"
+        raise ValueError(f"unknown model {name!r}; {hint}") from None
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Builds the registered model ``name``.
+
+    Every model accepts ``alpha`` (width multiplier α, default 1.0), ``resolution`` (input side the model is meant
+    for, default 224) or ``rho`` (resolution multiplier ρ, meaning resolution = round(224·ρ)), ``num_classes``
+    (default 1000), ``in_chans`` (default 3), ``dropout`` and ``rounding`` (channel-rounding policy). Bad values
+    raise ``ValueError`` naming the value and the accepted range.
+    """
+    return get_builder(name)(**kwargs)
