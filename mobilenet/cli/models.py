@@ -13,6 +13,9 @@ from .options import add_model_options, float_list, int_list, model_kwargs
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the registered models", description="List the registered models.")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'mobilenet_v1*'")
+    p.add_argument("--cost", action="store_true",
+                   help="also print each model's Mult-Adds and params at alpha 1, 224x224, 1000 classes, as a "
+                        "Markdown table beside the paper's numbers")
     p.set_defaults(func=run_list)
 
     p = sub.add_parser(
@@ -36,8 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if not args.cost:
+        for name in list_models(args.pattern):
+            print(name)
+        return 0
+    print("| model | Mult-Adds | params | paper Mult-Adds | paper params | paper top-1 |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in list_models(args.pattern):
-        print(name)
+        model = create_model(name)
+        cost, paper = count_cost(model), model.published or {}
+        print(f"| `{name}` | {cost.mult_adds:,} | {cost.params:,} | {paper.get('mult_adds_m', '-')}M "
+              f"| {paper.get('params_m', '-')}M | {paper.get('top1', '-')}% |")
     return 0
 
 
