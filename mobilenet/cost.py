@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from .layers import SqueezeExcite
+from .layers import SamePad2d, SqueezeExcite
 
 KINDS = ("conv", "depthwise", "pointwise", "linear")
 
@@ -179,8 +179,8 @@ def _walk(module: nn.Module, prefix: str, size: tuple[int, int], rows: list[Laye
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
         k, s, p = _pair(module.kernel_size), _pair(module.stride or module.kernel_size), _pair(module.padding)
         return tuple(_out_size(size[i], k[i], s[i], p[i]) for i in range(2))
-    if isinstance(module, nn.ZeroPad2d):
-        left, right, top, bottom = module.padding
+    if isinstance(module, (nn.ZeroPad2d, SamePad2d)):
+        left, right, top, bottom = module.pads(*size) if isinstance(module, SamePad2d) else module.padding
         return (size[0] + top + bottom, size[1] + left + right)
     if isinstance(module, SqueezeExcite):
         # The excitation convs see the globally pooled 1×1 map; the block's output keeps the input's size.

@@ -55,12 +55,46 @@ def round_channels(channels: int, alpha: float = 1.0, policy: str = "divisible8"
     raise ValueError(f"unknown rounding policy {policy!r}; expected one of {sorted(ROUNDING_POLICIES)}")
 
 
+class SamePad2d(nn.Module):
+    """Zero-pads an input the way TensorFlow's ``padding="same"`` does, for a conv of the given kernel and stride.
+
+    TF pads a side ``n`` by ``max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)`` in total and puts the odd pixel
+    at the bottom/right, so at even sides a stride-2 3×3 conv gets (0, 1) instead of PyTorch's symmetric (1, 1).
+    The amount depends on the input size, so it is computed at every call: the model stays exact at any resolution.
+    Weights trained in Keras/TF-Slim need it; run with symmetric padding they shift every feature map by a pixel.
+    """
+
+    def __init__(self, kernel_size: int, stride: int, dilation: int = 1):
+        super().__init__()
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+
+    def pads(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) zero padding for an input of ``height`` × ``width``."""
+        def total(n: int) -> int:
+            return max((-(-n // self.stride) - 1) * self.stride + (self.kernel_size - 1) * self.dilation + 1 - n, 0)
+        h, w = total(height), total(width)
+        return w // 2, w - w // 2, h // 2, h - h // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = self.pads(x.shape[-2], x.shape[-1])
+        return nn.functional.pad(x, pads) if any(pads) else x
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, dilation={self.dilation}"
+
+
+PADDING_MODES = ("symmetric", "same")
+
+
 class ConvBNAct(nn.Sequential):
     """Conv2d → norm → activation, the one conv primitive of the package.
 
     The conv has a bias only when there is no norm layer (BN's shift makes it redundant). ``act_layer=None`` gives
     a linear layer (V2's linear bottleneck). Padding is ``(kernel - 1) // 2 * dilation`` on every side, so a stride-s
     layer maps an input side ``n`` to ``ceil(n / s)`` for odd kernels, the "same" output size.
+
+    ``padding="same"`` pads as TensorFlow does instead (see :class:`SamePad2d`), for weights trained in Keras or
+    TF-Slim: a stride-1 odd kernel is symmetric either way, any other layer gets a ``pad`` child before its conv.
     """
 
     def __init__(
@@ -73,14 +107,19 @@ class ConvBNAct(nn.Sequential):
         norm_layer: LayerFn | None = nn.BatchNorm2d,
         act_layer: LayerFn | None = nn.ReLU,
         dilation: int = 1,
+        padding: str = "symmetric",
     ):
-        padding = (kernel_size - 1) // 2 * dilation
-        layers: OrderedDict[str, nn.Module] = OrderedDict({
-            "conv": nn.Conv2d(
-                in_chs, out_chs, kernel_size, stride, padding, dilation=dilation, groups=groups,
-                bias=norm_layer is None,
-            )
-        })
+        if padding not in PADDING_MODES:
+            raise ValueError(f"padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        symmetric = (kernel_size - 1) // 2 * dilation
+        if padding == "same" and (stride > 1 or kernel_size % 2 == 0):
+            layers["pad"] = SamePad2d(kernel_size, stride, dilation)
+            symmetric = 0
+        layers["conv"] = nn.Conv2d(
+            in_chs, out_chs, kernel_size, stride, symmetric, dilation=dilation, groups=groups,
+            bias=norm_layer is None,
+        )
         if norm_layer is not None:
             layers["bn"] = norm_layer(out_chs)
         if act_layer is not None:
@@ -106,10 +145,11 @@ class DepthwiseSeparable(nn.Module):
         kernel_size: int = 3,
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU,
+        padding: str = "symmetric",
     ):
         super().__init__()
         self.dw = ConvBNAct(in_chs, in_chs, kernel_size, stride, groups=in_chs, norm_layer=norm_layer,
-                            act_layer=act_layer)
+                            act_layer=act_layer, padding=padding)
         self.pw = ConvBNAct(in_chs, out_chs, 1, norm_layer=norm_layer, act_layer=act_layer)
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
@@ -160,6 +200,7 @@ class InvertedResidual(nn.Module):
         norm_layer: LayerFn = nn.BatchNorm2d,
         act_layer: LayerFn = nn.ReLU6,
         se_layer: LayerFn | None = None,
+        padding: str = "symmetric",
     ):
         super().__init__()
         self.use_residual = stride == 1 and in_chs == out_chs
@@ -168,7 +209,7 @@ class InvertedResidual(nn.Module):
             if mid_chs != in_chs else nn.Identity()
         )
         self.dw = ConvBNAct(mid_chs, mid_chs, kernel_size, stride, groups=mid_chs, norm_layer=norm_layer,
-                            act_layer=act_layer)
+                            act_layer=act_layer, padding=padding)
         self.se = se_layer(mid_chs) if se_layer is not None else nn.Identity()
         self.project = ConvBNAct(mid_chs, out_chs, 1, norm_layer=norm_layer, act_layer=None)
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride

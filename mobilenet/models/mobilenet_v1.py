@@ -50,9 +50,10 @@ PUBLISHED_CONV = {(1.0, 224): (71.7, 4866, 29.3)}  # Table 4
 PUBLISHED_SHALLOW = {(1.0, 224): (65.3, 307, 2.9)}  # Table 5
 
 
-def full_conv_layer(in_chs: int, out_chs: int, stride: int, norm_layer: LayerFn, act_layer: LayerFn) -> nn.Module:
+def full_conv_layer(in_chs: int, out_chs: int, stride: int, norm_layer: LayerFn, act_layer: LayerFn,
+                    padding: str = "symmetric") -> nn.Module:
     """Table 4's baseline layer: one full 3×3 conv + BN + ReLU with the separable layer's channels and stride."""
-    return ConvBNAct(in_chs, out_chs, 3, stride, norm_layer=norm_layer, act_layer=act_layer)
+    return ConvBNAct(in_chs, out_chs, 3, stride, norm_layer=norm_layer, act_layer=act_layer, padding=padding)
 
 
 def _build(
@@ -63,14 +64,16 @@ def _build(
     *,
     norm_layer: LayerFn = nn.BatchNorm2d,
     act_layer: LayerFn = nn.ReLU,
+    padding: str = "symmetric",
     **kwargs,
 ) -> MobileNet:
     args = resolve_args(**{"rounding": "tf-slim", **kwargs})
     chs = round_channels(STEM_CHANNELS, args.alpha, args.rounding)
-    features = [ConvBNAct(args.in_chans, chs, 3, STEM_STRIDE, norm_layer=norm_layer, act_layer=act_layer)]
+    features = [ConvBNAct(args.in_chans, chs, 3, STEM_STRIDE, norm_layer=norm_layer, act_layer=act_layer,
+                          padding=padding)]
     for c, s in layers:
         out = round_channels(c, args.alpha, args.rounding)
-        features.append(block(chs, out, s, norm_layer=norm_layer, act_layer=act_layer))
+        features.append(block(chs, out, s, norm_layer=norm_layer, act_layer=act_layer, padding=padding))
         chs = out
     return MobileNet(
         nn.Sequential(*features), chs, args, name,
@@ -88,6 +91,9 @@ def _doc(fn):
         in_chans: input channels (default 3).
         dropout: dropout before the classifier (default 0.0).
         rounding: channel rounding policy (default ``"tf-slim"``: ``max(int(α·c), 8)``).
+        norm_layer, act_layer: the norm and activation of every layer (default BatchNorm2d, ReLU; Keras and
+            TF-Slim checkpoints use ReLU6 and BN eps 1e-3).
+        padding: ``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does.
 
     Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W).
     """

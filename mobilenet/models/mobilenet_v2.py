@@ -32,7 +32,8 @@ PUBLISHED = {
 
 
 @register_model
-def mobilenet_v2(*, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU6, **kwargs) -> MobileNet:
+def mobilenet_v2(*, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU6, padding: str = "symmetric",
+                 **kwargs) -> MobileNet:
     """MobileNetV2, Table 2 of arXiv 1801.04381: 300M Mult-Adds, 3.4M params at α = 1, 224×224.
 
     Args:
@@ -43,19 +44,21 @@ def mobilenet_v2(*, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = n
         in_chans: input channels (default 3).
         dropout: dropout before the classifier (default 0.2, as the reference code).
         rounding: channel rounding policy (default ``"divisible8"``).
+        norm_layer, act_layer: the norm and activation of every layer (default BatchNorm2d, ReLU6).
+        padding: ``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does.
 
     Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W).
     """
     args = resolve_args(**{"dropout": 0.2, **kwargs})
     chs = round_channels(STEM_CHANNELS, args.alpha, args.rounding)
     features: list[nn.Module] = [
-        ConvBNAct(args.in_chans, chs, 3, STEM_STRIDE, norm_layer=norm_layer, act_layer=act_layer)
+        ConvBNAct(args.in_chans, chs, 3, STEM_STRIDE, norm_layer=norm_layer, act_layer=act_layer, padding=padding)
     ]
     for t, c, n, s in BOTTLENECKS:
         out = round_channels(c, args.alpha, args.rounding)
         for i in range(n):
             features.append(InvertedResidual(chs, int(round(chs * t)), out, s if i == 0 else 1,
-                                             norm_layer=norm_layer, act_layer=act_layer))
+                                             norm_layer=norm_layer, act_layer=act_layer, padding=padding))
             chs = out
     last = round_channels(LAST_CHANNELS, max(1.0, args.alpha), args.rounding)
     features.append(ConvBNAct(chs, last, 1, norm_layer=norm_layer, act_layer=act_layer))
