@@ -1,0 +1,205 @@
+"""One interface over four ways to run a model: ``make_runner(model, backend)(images) -> logits``.
+
+* ``torch``: eager PyTorch, NCHW, BN unfolded — the baseline every speed-up is measured against.
+* ``torch-fast``: BN folded, channels_last memory format, ``torch.compile`` (inductor) with freezing, which turns
+  weights into constants so convolutions get pre-packed oneDNN weights. Falls back to the folded channels_last
+  eager model where compilation is unavailable.
+* ``onnxruntime``: the exported float32 ONNX graph in ONNX Runtime's CPU provider.
+* ``onnxruntime-int8``: the statically quantized int8 graph (:mod:`mobilenet.deploy.quantize`).
+
+Every runner takes a normalised float batch (B, C, H, W) as a numpy array or a tensor and returns float32 logits
+as a tensor; a batch with the wrong layout or channel count is a :class:`~mobilenet.errors.MobileNetError`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import MobileNetError
+from .fold import fold_bn
+from .source import ModelInfo, model_info
+
+BACKENDS = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8")
+
+
+class Runner:
+    """A callable that maps a normalised image batch to logits with one backend.
+
+    Attributes:
+        backend: one of ``BACKENDS``.
+        info: the model's :class:`~mobilenet.deploy.source.ModelInfo`.
+        note: how the backend was set up, including any fallback taken.
+        module: the PyTorch module behind a torch backend (``None`` for ONNX Runtime).
+        onnx_path: the ONNX file behind an ONNX Runtime backend.
+    """
+
+    def __init__(self, backend: str, info: ModelInfo, fn: Callable[[torch.Tensor | np.ndarray], torch.Tensor],
+                 note: str = "", module: nn.Module | None = None, onnx_path: str | None = None):
+        self.backend, self.info, self._fn, self.note = backend, info, fn, note
+        self.module, self.onnx_path = module, onnx_path
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    def __call__(self, images) -> torch.Tensor:
+        return self._fn(self._check(images))
+
+    def _check(self, images):
+        if not isinstance(images, (np.ndarray, torch.Tensor)):
+            raise MobileNetError(f"expected a numpy array or tensor batch, got {type(images).__name__}")
+        if images.ndim != 4:
+            raise MobileNetError(f"expected a batch of images shaped (B, C, H, W), got shape {tuple(images.shape)}")
+        if images.shape[1] != self.info.in_chans:
+            raise MobileNetError(
+                f"{self.info.name} takes {self.info.in_chans}-channel images, got {images.shape[1]} channels "
+                f"(shape {tuple(images.shape)})")
+        return images
+
+    def __repr__(self) -> str:
+        return f"Runner({self.backend!r}, {self.info.name}, {self.note})"
+
+
+def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = None, *,
+                onnx_path: str | None = None, calib: torch.Tensor | None = None, threads: int | None = None,
+                compile: bool = True) -> Runner:
+    """Builds a :class:`Runner` for ``model`` on ``backend``.
+
+    Args:
+        model: the PyTorch model (eval mode is set; it is not modified). May be ``None`` for the ONNX Runtime
+            backends when ``onnx_path`` is given; the file's metadata then describes the model.
+        backend: one of ``BACKENDS``.
+        info: class names and normalisation (default: from the model).
+        onnx_path: an existing ONNX file for the ONNX Runtime backends (float32 for ``onnxruntime``, int8 for
+            ``onnxruntime-int8``); it must have been exported from this model. Without it the model is exported
+            (and, for int8, quantized with ``calib``) into a temporary directory.
+        calib: normalised calibration images for int8 when no file is given (default: 32 sample images).
+        threads: intra-op threads for ONNX Runtime (default: ``torch.get_num_threads()``).
+        compile: use ``torch.compile`` for ``torch-fast`` (``False``: folded channels_last eager).
+
+    Raises:
+        MobileNetError: an unknown backend, a missing/foreign ONNX file, or no model and no file.
+    """
+    if backend not in BACKENDS:
+        raise MobileNetError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if model is None and (onnx_path is None or backend.startswith("torch")):
+        raise MobileNetError(f"backend {backend} needs a model" + ("" if backend.startswith("torch")
+                                                                    else " or an ONNX file"))
+    if model is not None:
+        model.eval()
+        info = info or model_info(model)
+    if backend == "torch":
+        return _torch_runner(model, info)
+    if backend == "torch-fast":
+        return _torch_fast_runner(model, info, compile)
+    return _ort_runner(model, backend, info, onnx_path, calib, threads)
+
+
+def _as_tensor(images) -> torch.Tensor:
+    x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+    return x.float()
+
+
+def _torch_runner(model: nn.Module, info: ModelInfo) -> Runner:
+    def run(images):
+        with torch.inference_mode():
+            return model(_as_tensor(images))
+    return Runner("torch", info, run, "eager, NCHW, BN unfolded", module=model)
+
+
+def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool) -> Runner:
+    folded = fold_bn(model).to(memory_format=torch.channels_last)
+    eager = folded
+    compiled = None
+    note = "BN folded, channels_last, eager"
+    if use_compile and hasattr(torch, "compile"):
+        try:
+            compiled = torch.compile(folded)
+            note = "BN folded, channels_last, torch.compile (inductor, freezing)"
+        except Exception as e:  # no compiler toolchain or an unsupported platform
+            note = f"BN folded, channels_last, eager (torch.compile unavailable: {type(e).__name__})"
+    state = {"compiled": compiled}
+    runner: Runner
+
+    def run(images):
+        x = _as_tensor(images).contiguous(memory_format=torch.channels_last)
+        fn = state["compiled"]
+        if fn is not None:
+            try:
+                # Freezing must be switched on in the inductor config: passed in torch.compile(options=...) it is
+                # ignored. It is read when a graph is compiled, i.e. on the first call for each input shape.
+                with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+                    return fn(x)
+            except Exception as e:  # a failing C++ toolchain shows up on the first call, not at torch.compile
+                state["compiled"] = None
+                runner.note = f"BN folded, channels_last, eager (torch.compile failed: {type(e).__name__})"
+                warnings.warn(f"torch.compile failed, running eager: {e}", RuntimeWarning, stacklevel=2)
+        with torch.inference_mode():
+            return eager(x)
+
+    runner = Runner("torch-fast", info, run, note, module=folded)
+    return runner
+
+
+def ort_session(path: str, threads: int | None = None):
+    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise MobileNetError(f"ONNX Runtime cannot load {path!r}: {str(e).splitlines()[0]}") from None
+
+
+def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
+    from .export import INPUT_NAME, OUTPUT_NAME, check_matches, export_onnx, read_info
+
+    tmp = None
+    if onnx_path is not None:
+        stored = check_matches(onnx_path, info) if info is not None else read_info(onnx_path)
+        info = info or stored
+        path, note = onnx_path, f"ONNX Runtime, {os.path.basename(onnx_path)}"
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="mobilenet-")
+        path = os.path.join(tmp.name, f"{info.name}.onnx")
+        export_onnx(model, path, info)
+        note = "ONNX Runtime, exported fp32"
+        if backend == "onnxruntime-int8":
+            from .images import sample_images
+            from .quantize import quantize_onnx
+            if calib is None:
+                calib, _ = sample_images(32, info.resolution, info.in_chans, info.mean, info.std, seed=1)
+            int8_path = os.path.join(tmp.name, f"{info.name}.int8.onnx")
+            quantize_onnx(path, int8_path, calib)
+            path, note = int8_path, f"ONNX Runtime, int8 calibrated on {len(calib)} images"
+    session = ort_session(path, threads)
+    quantized = any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear")
+                    for node in _graph_nodes(path))
+    if backend == "onnxruntime-int8" and not quantized:
+        raise MobileNetError(f"{path!r} is a float model; the onnxruntime-int8 backend needs `mobilenet quantize`'s output")
+    if backend == "onnxruntime" and quantized:
+        raise MobileNetError(f"{path!r} is an int8 model; use the onnxruntime-int8 backend for it")
+
+    def run(images):
+        x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
+
+    runner = Runner(backend, info, run, note, onnx_path=path)
+    runner._tmp = tmp  # keeps the temporary files alive as long as the runner
+    return runner
+
+
+def _graph_nodes(path: str):
+    import onnx
+    return onnx.load(path, load_external_data=False).graph.node

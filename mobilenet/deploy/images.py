@@ -1,0 +1,114 @@
+"""Images to check exports and calibrate int8 models with, when the user gives none.
+
+Parity is checked on natural images, not noise: activations then have the ranges a deployed model sees, which is
+where float differences between two runtimes show. The sources, in order of preference: the embedded procedural
+dataset (``mobilenet.data``), the scikit-image sample photos (if installed), and deterministic synthetic scenes
+(smooth gradients with a few bright shapes) so the check runs on a bare install too.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """``(x − mean) / std`` per channel on a (B, C, H, W) batch in [0, 1]; 1-channel mean/std broadcast."""
+    c = images.shape[1]
+    mean_t = _per_channel(mean, c).to(images)
+    std_t = _per_channel(std, c).to(images)
+    return (images - mean_t) / std_t
+
+
+def _per_channel(values, channels: int) -> torch.Tensor:
+    t = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if t.numel() != channels:  # e.g. RGB statistics on a grayscale model: one value for every channel
+        t = t.mean().repeat(channels)
+    return t.reshape(1, channels, 1, 1)
+
+
+def sample_images(n: int, resolution: int, in_chans: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  seed: int = 0) -> tuple[torch.Tensor, str]:
+    """``n`` normalised (n, in_chans, resolution, resolution) float32 images and a word naming their source.
+
+    Args:
+        n: number of images.
+        resolution: side in pixels.
+        in_chans: 3 for RGB; other counts average the RGB channels and repeat them.
+        mean, std: the model's normalisation (per channel).
+        seed: chooses crops and synthetic scenes deterministically.
+    """
+    for source in (_embedded, _skimage, _synthetic):
+        images = source(n, resolution, seed)
+        if images is not None:
+            break
+    if in_chans != 3:
+        images = images.mean(1, keepdim=True).repeat(1, in_chans, 1, 1)
+    return normalize(images, mean, std), source.__name__.strip("_")
+
+
+def _embedded(n: int, resolution: int, seed: int) -> torch.Tensor | None:
+    try:
+        data = importlib.import_module("mobilenet.data")
+        render = getattr(data, "render_images")
+    except (ImportError, AttributeError):
+        return None
+    try:
+        images = torch.as_tensor(render(n, resolution, seed=seed), dtype=torch.float32)
+    except Exception:  # a data module with another signature: fall through to the next source
+        return None
+    if images.ndim != 4 or images.shape[0] < n:
+        return None
+    if images.shape[-1] == 3 and images.shape[1] != 3:
+        images = images.permute(0, 3, 1, 2)
+    images = images[:n]
+    return images / 255.0 if images.max() > 1.5 else images
+
+
+def _skimage(n: int, resolution: int, seed: int) -> torch.Tensor | None:
+    try:
+        from skimage import data
+    except ImportError:
+        return None
+    photos = []
+    for name in _SKIMAGE_PHOTOS:
+        try:
+            photos.append(torch.from_numpy(np.ascontiguousarray(getattr(data, name)())).permute(2, 0, 1).float())
+        except Exception:  # a photo missing from this scikit-image version or needing a download
+            continue
+    if not photos:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        side = min(photo.shape[1:])
+        crop = int(side * (0.5 + 0.5 * torch.rand((), generator=gen).item()))
+        top = int(torch.randint(0, photo.shape[1] - crop + 1, (), generator=gen))
+        left = int(torch.randint(0, photo.shape[2] - crop + 1, (), generator=gen))
+        patch = photo[None, :, top:top + crop, left:left + crop] / 255.0
+        out.append(F.interpolate(patch, size=(resolution, resolution), mode="bilinear", antialias=True,
+                                 align_corners=False))
+    return torch.cat(out).clamp_(0, 1)
+
+
+def _synthetic(n: int, resolution: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, resolution), torch.linspace(0, 1, resolution), indexing="ij")
+    out = torch.empty(n, 3, resolution, resolution)
+    for i in range(n):
+        a = torch.rand(3, 3, generator=gen)
+        out[i] = a[:, 0, None, None] * xs + a[:, 1, None, None] * ys + 0.3 * a[:, 2, None, None]
+        for _ in range(3):
+            cy, cx, r = torch.rand(3, generator=gen).tolist()
+            mask = (ys - cy) ** 2 + (xs - cx) ** 2 < (0.05 + 0.2 * r) ** 2
+            out[i][:, mask] = torch.rand(3, 1, generator=gen)
+    return out.clamp_(0, 1)
