@@ -155,6 +155,7 @@ def _build(
     *,
     hard_swish: bool = True,
     norm_layer: LayerFn = V3_BATCH_NORM,
+    padding: str = "symmetric",
     **kwargs,
 ) -> MobileNet:
     args = resolve_args(**{"dropout": 0.2, **kwargs})
@@ -165,14 +166,15 @@ def _build(
         return round_channels(c, args.alpha, args.rounding)
 
     in_chs, table_in = chs(spec.stem), spec.stem
-    features: list[nn.Module] = [ConvBNAct(args.in_chans, in_chs, 3, 2, norm_layer=norm_layer, act_layer=act)]
+    features: list[nn.Module] = [ConvBNAct(args.in_chans, in_chs, 3, 2, norm_layer=norm_layer, act_layer=act,
+                                           padding=padding)]
     for row in spec.blocks:
         # The expansion is a ratio of the block's actual (rounded) input, as in TF-Slim and Keras.
         mid = round_channels(in_chs * row.exp / table_in, 1.0, args.rounding)
         out = chs(row.out)
         se = _squeeze_excite if row.se else None
         features.append(InvertedResidual(in_chs, mid, out, row.stride, row.kernel, norm_layer=norm_layer,
-                                         act_layer=ACTIVATIONS[row.nl], se_layer=se))
+                                         act_layer=ACTIVATIONS[row.nl], se_layer=se, padding=padding))
         in_chs, table_in = out, row.out
     last = chs(spec.last_conv)
     features.append(ConvBNAct(in_chs, last, 1, norm_layer=norm_layer, act_layer=act))
@@ -199,6 +201,8 @@ def _doc(fn):
         in_chans: input channels (default 3).
         dropout: dropout between the pre-logits layer and the classifier (default 0.2).
         rounding: channel rounding policy (default ``"divisible8"``).
+        norm_layer: the norm of every conv (default BatchNorm2d with eps 0.001, momentum 0.01).
+        padding: ``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does.
 
     Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W).
     """
