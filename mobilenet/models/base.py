@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..features import FeatureInfo, forward_intermediates, stage_info
 from ..layers import ROUNDING_POLICIES
 
 BASE_RESOLUTION = 224  # the papers' ρ = 1 input side
@@ -150,6 +151,21 @@ class MobileNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """The downsampling stages of ``features`` (reductions 2 … 32): ``num_chs``, ``reduction``, ``module``."""
+        return stage_info(self)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices=None, stop_early: bool = False, intermediates_only: bool = False,
+    ):
+        """The body's last feature map and the maps at the stages ``indices`` (default all of ``feature_info``).
+
+        Returns ``(final, maps)``, or only ``maps`` with ``intermediates_only=True`` (which also stops early).
+        """
+        final, maps = forward_intermediates(self, x, indices, stop_early or intermediates_only)
+        return maps if intermediates_only else (final, maps)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replaces the classifier with a freshly initialised one of ``num_classes`` outputs."""

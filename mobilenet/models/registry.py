@@ -8,6 +8,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..features import FeatureExtractor
+
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -34,12 +36,21 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}; {hint}") from None
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, features_only: bool = False, out_indices=None, **kwargs) -> nn.Module:
     """Builds the registered model ``name``.
 
     Every model accepts ``alpha`` (width multiplier α, default 1.0), ``resolution`` (input side the model is meant
     for, default 224) or ``rho`` (resolution multiplier ρ, meaning resolution = round(224·ρ)), ``num_classes``
     (default 1000), ``in_chans`` (default 3), ``dropout`` and ``rounding`` (channel-rounding policy). Bad values
     raise ``ValueError`` naming the value and the accepted range.
+
+    ``features_only=True`` returns a :class:`mobilenet.features.FeatureExtractor` instead: its forward gives the
+    feature maps at the downsampling stages ``out_indices`` (default all five: reductions 2, 4, 8, 16, 32) and its
+    ``feature_info`` lists their channels, reductions and module names.
     """
-    return get_builder(name)(**kwargs)
+    if out_indices is not None and not features_only:
+        raise ValueError("out_indices is only used with features_only=True")
+    model = get_builder(name)(**kwargs)
+    if features_only:
+        model = FeatureExtractor(model, out_indices)
+    return model
