@@ -1,0 +1,456 @@
+"""The training loop (one process or torchrun DDP), evaluation, and loading a trained model back.
+
+One path serves both: a single process is a world of size 1; under ``torchrun`` every process trains on its share
+of each global batch, DDP averages the gradients, only rank 0 logs and saves, and every rank's random seed is
+offset by its rank. A run is exactly reproducible on the CPU with a fixed seed, including across a resume from any
+checkpoint: the data order is a function of (seed, epoch), every sample's augmentation a function of
+(seed, epoch, index), and the generators that drive dropout are saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from . import distributed
+from .checkpoint import FORMAT, VERSION, load_state, read_checkpoint, rng_state, save_atomic, set_rng_state
+from .cost import count_cost
+from .errors import MobileNetError
+from .models import create_model
+from .models.base import BASE_RESOLUTION
+from .optim import OPTIMIZERS, SCHEDULES, LRFactor, ModelEMA, make_optimizer
+from .resumable import ResumableSampler, SeededSamples, StopSignal, seed_all, set_sampling_epoch
+from .trainlog import RunLog, check_fresh, default_output, plot_curves
+
+
+@dataclass
+class TrainConfig:
+    """Every training option; the ``mobilenet train`` flags have the same names (``batch_size`` is
+    ``--batch-size``). Defaults train the demo model: MobileNetV1 at α = 0.5, 64×64, on the embedded shapes data.
+
+    Attributes:
+        model: registered model name (``mobilenet list``).
+        alpha: width multiplier α: every layer's channels × α, cost ∝ α².
+        resolution: input side ρ·224 in pixels; None means 224.
+        data: embedded dataset name, or a path (image folder, ImageNet layout, CIFAR or MNIST IDX directory).
+        data_format: None to detect, or ``"embedded"``, ``"imagefolder"``, ``"cifar"``, ``"idx"``.
+        in_chans: 3 (grayscale is converted to RGB) or 1.
+        limit: use at most this many training (and validation) samples.
+        val_fraction: share held out for validation from a plain class-folder dataset.
+        augment: ``"standard"`` (random-resized crop + flip), ``"light"`` (the V1 paper's lighter setting for
+            small models) or ``"none"``.
+        epochs: passes over the training split.
+        batch_size: the global batch; under DDP each of N processes takes batch_size / N.
+        lr: peak learning rate, reached after the warm-up.
+        optimizer: ``"sgd"`` (momentum) or ``"rmsprop"`` (the papers' optimizer).
+        momentum: momentum of either optimizer.
+        weight_decay: L2 factor on conv and linear weights (not depthwise filters, norms or biases).
+        decay_all: apply weight decay to every parameter.
+        schedule: ``"cosine"``, ``"step"`` or ``"constant"``, after a linear warm-up.
+        warmup_epochs: warm-up length (fractions allowed).
+        step_epochs: for ``"step"``: multiply the rate by ``gamma`` every this many epochs.
+        gamma: the step schedule's factor.
+        label_smoothing: target smoothing ε in [0, 1).
+        dropout: dropout before the classifier; None keeps the model's default.
+        ema: decay of an exponential moving average of the weights (e.g. 0.999); 0 disables it.
+        amp: bf16 autocast for the forward pass (CPU and CUDA).
+        channels_last: NHWC memory format for model and inputs.
+        seed: seeds data order, augmentation, initialisation and dropout.
+        output: run directory; None means ``runs/<model>-<timestamp>``.
+        resume: a checkpoint, or a run directory (its ``last.pt``), to continue exactly.
+        checkpoint_every: also save ``last.pt`` every this many steps (0: only at the end of each epoch).
+        max_steps: stop (saving ``last.pt``) after this many steps in all, the schedule still spanning ``epochs``.
+        workers: data-loading worker processes.
+        device: ``"cpu"``, ``"cuda"``, or None for CUDA when available.
+        sync_bn: synchronise batch-norm statistics across processes (CUDA DDP only).
+        progress: show progress bars.
+    """
+
+    model: str = "mobilenet_v1"
+    alpha: float = 0.5
+    resolution: int | None = 64
+    data: str = "shapes"
+    data_format: str | None = None
+    in_chans: int = 3
+    limit: int | None = None
+    val_fraction: float = 0.1
+    augment: str = "light"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    decay_all: bool = False
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    step_epochs: int = 30
+    gamma: float = 0.1
+    label_smoothing: float = 0.1
+    dropout: float | None = None
+    ema: float = 0.0
+    amp: bool = True
+    channels_last: bool = True
+    seed: int = 0
+    output: str | None = None
+    resume: str | None = None
+    checkpoint_every: int = 0
+    max_steps: int | None = None
+    workers: int = 0
+    device: str | None = None
+    sync_bn: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from a dict such as a checkpoint's ``config``, ignoring keys it does not know."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+# Options that may change when a run is resumed; every other option must equal the checkpoint's.
+RESUMABLE_CHANGES = {"epochs", "output", "resume", "checkpoint_every", "max_steps", "workers", "device", "amp",
+                     "channels_last", "sync_bn", "progress"}
+
+
+def _check(cfg: TrainConfig) -> None:
+    def bad(name, accepted):
+        raise MobileNetError(f"{name} must be {accepted}, got {getattr(cfg, name)!r}")
+
+    for name in ("epochs", "batch_size", "step_epochs", "in_chans"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            bad(name, "an integer >= 1")
+    for name in ("lr", "gamma"):
+        if not getattr(cfg, name) > 0 or not math.isfinite(getattr(cfg, name)):
+            bad(name, "a finite number > 0")
+    for name in ("momentum", "weight_decay", "warmup_epochs", "checkpoint_every", "workers"):
+        if not getattr(cfg, name) >= 0:
+            bad(name, "a number >= 0")
+    if not 0 <= cfg.label_smoothing < 1:
+        bad("label_smoothing", "in [0, 1)")
+    if not 0 <= cfg.ema < 1:
+        bad("ema", "in [0, 1) (0 disables it)")
+    if cfg.optimizer not in OPTIMIZERS:
+        bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        bad("schedule", f"one of {', '.join(SCHEDULES)}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        bad("max_steps", "an integer >= 1")
+
+
+def train(cfg: TrainConfig, bundle=None) -> dict:
+    """Trains ``cfg.model`` on ``cfg.data`` and evaluates it on the validation split after every epoch.
+
+    Args:
+        cfg: the options.
+        bundle: an already loaded ``mobilenet.data.DataBundle`` (or any object with ``train``, ``val``,
+            ``class_names``, ``mean``, ``std``, ``in_chans``) instead of loading ``cfg.data``.
+
+    Returns:
+        ``top1``/``top5`` (percent, validation split, last epoch), ``best_top1``, ``checkpoint`` (best),
+        ``last``, ``output``, ``history`` (per-epoch dicts), ``mult_adds``, ``params``, ``seconds``, ``steps``,
+        ``interrupted`` (Ctrl-C / SIGTERM), and ``test`` (top-1/top-5 on the test split when there is one).
+
+    Raises:
+        MobileNetError: bad options or data, a resume that does not match, or a non-finite loss (the message
+            names the step; the last good checkpoint is kept).
+    """
+    _check(cfg)
+    world = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, bundle, world)
+    finally:
+        distributed.teardown(world)
+
+
+def _resume_path(cfg: TrainConfig) -> Path:
+    path = Path(cfg.resume)
+    if cfg.resume in ("", "auto", "last"):
+        if cfg.output is None:
+            raise MobileNetError("--resume without a checkpoint needs --output (the run directory)")
+        path = Path(cfg.output)
+    return path / "last.pt" if path.is_dir() else path
+
+
+def _check_resume(cfg: TrainConfig, stored: dict) -> None:
+    diffs = [f"{k}: checkpoint {stored[k]!r}, now {v!r}" for k, v in asdict(cfg).items()
+             if k not in RESUMABLE_CHANGES and k in stored and stored[k] != v]
+    if diffs:
+        raise MobileNetError("cannot resume with different options (" + "; ".join(diffs) + "); only "
+                             + ", ".join(sorted(RESUMABLE_CHANGES - {"resume", "output"})) + " may change")
+
+
+def _load_data(cfg: TrainConfig, resolution: int):
+    from .data import load_data  # the data package is only needed when no bundle is passed
+
+    return load_data(cfg.data, data_format=cfg.data_format, resolution=resolution, in_chans=cfg.in_chans,
+                     seed=cfg.seed, val_fraction=cfg.val_fraction, augment=cfg.augment, limit=cfg.limit)
+
+
+def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
+    started = time.time()
+    ckpt, output = None, None
+    if cfg.resume:
+        resume_path = _resume_path(cfg)
+        ckpt = read_checkpoint(resume_path)
+        _check_resume(cfg, ckpt["config"])
+        if cfg.output is None:
+            cfg.output = str(resume_path.parent)
+    if world.main:
+        output = Path(cfg.output) if cfg.output else default_output(cfg.model)
+        if ckpt is None:
+            check_fresh(output)
+    output = distributed.broadcast(output if world.main else None, world)
+    cfg.output = str(output)
+    resolution = cfg.resolution or BASE_RESOLUTION
+    if cfg.batch_size % world.size:
+        raise MobileNetError(f"batch_size {cfg.batch_size} must be divisible by the {world.size} processes")
+    if cfg.sync_bn and world.device.type != "cuda":
+        raise MobileNetError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU implementation)")
+
+    bundle = bundle if bundle is not None else _load_data(cfg, resolution)
+    steps_per_epoch = len(bundle.train) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise MobileNetError(f"the training split has {len(bundle.train)} samples, fewer than one batch of "
+                             f"{cfg.batch_size}; lower --batch-size")
+
+    seed_all(cfg.seed)  # the same initial weights on every rank
+    model_kwargs = {"alpha": cfg.alpha, "resolution": resolution, "num_classes": len(bundle.class_names),
+                    "in_chans": bundle.in_chans}
+    if cfg.dropout is not None:
+        model_kwargs["dropout"] = cfg.dropout
+    model = create_model(cfg.model, **model_kwargs)
+    cost = count_cost(model)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(world.device, memory_format=fmt)
+    ema = ModelEMA(model, cfg.ema) if cfg.ema else None
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.decay_all)
+    lr_factor = LRFactor(cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch), cfg.schedule,
+                         cfg.step_epochs * steps_per_epoch, cfg.gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+    epoch, step, seen, history, best_top1 = 0, 0, 0, [], -1.0
+    if ckpt is not None:
+        load_state(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scheduler.lr_lambdas[0] = lr_factor  # a changed --epochs stretches the schedule
+        if ema is not None and ckpt.get("ema") is not None:
+            load_state(ema.module, ckpt["ema"])
+        epoch, step, seen = ckpt["epoch"], ckpt["step"], ckpt["seen"]
+        history, best_top1 = list(ckpt["history"]), ckpt["best_top1"]
+        if seen % world.size:
+            raise MobileNetError(f"the checkpoint stopped {seen} samples into an epoch, which {world.size} "
+                                 f"processes cannot split; resume with a world size dividing {seen}")
+    if ckpt is not None and world.main:
+        set_rng_state(ckpt["rng"])
+    else:
+        seed_all(cfg.seed + world.rank + 7919 * step)  # each rank its own dropout stream
+
+    net: nn.Module = model
+    if world.distributed:
+        if cfg.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+
+    train_set = SeededSamples(bundle.train, cfg.seed)
+    sampler = ResumableSampler(train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed,
+                               drop_last=True)
+    # A private generator keeps the loader's per-epoch seed draw from shifting the global (dropout) stream.
+    loader = DataLoader(train_set, batch_size=cfg.batch_size // world.size, sampler=sampler, drop_last=True,
+                        num_workers=cfg.workers, generator=torch.Generator(),
+                        pin_memory=world.device.type == "cuda")
+    config = {**asdict(cfg), "resolution": resolution, "model_kwargs": model_kwargs,
+              "class_names": list(bundle.class_names), "mean": list(bundle.mean), "std": list(bundle.std),
+              "world_size": world.size, "mult_adds": cost.mult_adds, "params": cost.params}
+    log = RunLog(output, enabled=world.main)
+    log.start(config, step=step, epochs_done=epoch)
+    last, best = output / "last.pt", output / "best.pt"
+    saved_step = step if ckpt is not None else None
+
+    def save(path: Path = last, metrics: dict | None = None) -> None:
+        nonlocal saved_step
+        if world.main:
+            state = {
+                "format": FORMAT, "version": VERSION, "config": asdict(cfg), "model_kwargs": model_kwargs,
+                "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch, "step": step, "seen": seen, "rng": rng_state(), "history": history,
+                "best_top1": best_top1, "metrics": metrics or {}, "class_names": list(bundle.class_names),
+                "mean": list(bundle.mean), "std": list(bundle.std), "in_chans": bundle.in_chans,
+            }
+            log.flush()
+            save_atomic(state, path)
+        saved_step = step
+
+    from tqdm.auto import tqdm
+
+    per_rank = cfg.batch_size // world.size
+    interrupted = stopped = False
+    metrics: dict = {}
+    with StopSignal() as stop:
+        try:
+            while epoch < cfg.epochs and not (interrupted or stopped):
+                set_sampling_epoch(sampler, train_set, epoch, seen // world.size)
+                net.train()
+                bar = tqdm(total=steps_per_epoch, initial=seen // cfg.batch_size, desc=f"epoch {epoch + 1}/"
+                           f"{cfg.epochs}", disable=not (world.main and cfg.progress), leave=False, unit="step")
+                totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples this epoch
+                tick = time.perf_counter()
+                for x, y in loader:
+                    x = x.to(world.device, non_blocking=True, memory_format=fmt)
+                    y = y.to(world.device, non_blocking=True)
+                    with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                        logits = net(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    stats = torch.stack([loss.detach().double() * per_rank,
+                                         (logits.detach().argmax(1) == y).sum().double(),
+                                         torch.tensor(float(per_rank), dtype=torch.float64, device=y.device),
+                                         (~torch.isfinite(loss.detach())).double()])
+                    stats = distributed.sum_tensor(stats, world)
+                    if stats[3] > 0:
+                        where = f"step {step + 1} (epoch {epoch + 1}, batch {seen // cfg.batch_size + 1})"
+                        kept = (f"the last good checkpoint is {last} (step {saved_step})" if saved_step is not None
+                                else "no checkpoint had been written yet")
+                        raise MobileNetError(f"the loss became {loss.item()} at {where}; training stopped and "
+                                             f"{kept}. Lower --lr or check the data, then --resume")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    seen += cfg.batch_size
+                    if ema is not None:
+                        ema.update(model, step)
+                    totals += stats[:3]
+                    step_loss = float(stats[0] / stats[2])
+                    log.step({"step": step, "epoch": epoch + 1, "loss": step_loss,
+                              "lr": optimizer.param_groups[0]["lr"]})
+                    elapsed = time.perf_counter() - tick
+                    bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{100 * totals[1] / totals[2]:.1f}",
+                                    img_s=f"{totals[2] / max(elapsed, 1e-9):.0f}", refresh=False)
+                    bar.update()
+                    stopped = cfg.max_steps is not None and step >= cfg.max_steps
+                    interrupted = distributed.any_true(stop.requested, world)
+                    if stopped or interrupted or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                        save()
+                    if stopped or interrupted:
+                        break
+                bar.close()
+                if stopped or interrupted:
+                    break
+                epoch, seen = epoch + 1, 0
+                elapsed = time.perf_counter() - tick
+                metrics = evaluate(ema.module if ema else model, bundle.val, cfg.batch_size, amp=cfg.amp,
+                                   channels_last=cfg.channels_last, world=world, workers=cfg.workers)
+                record = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                          "train_loss": float(totals[0] / totals[2]), "train_top1": float(100 * totals[1] / totals[2]),
+                          "val_loss": metrics["loss"], "val_top1": metrics["top1"], "val_top5": metrics["top5"],
+                          "images_per_s": float(totals[2] / elapsed), "seconds": round(time.time() - started, 1)}
+                history.append(record)
+                improved = metrics["top1"] > best_top1
+                best_top1 = max(best_top1, metrics["top1"])
+                save(metrics=metrics)
+                if improved:
+                    save(best, metrics=metrics)
+                log.epoch(record, history)
+                if world.main and cfg.progress:
+                    tqdm.write(f"epoch {epoch}/{cfg.epochs}: train loss {record['train_loss']:.3f} top-1 "
+                               f"{record['train_top1']:.1f}% | val loss {metrics['loss']:.3f} top-1 "
+                               f"{metrics['top1']:.1f}% top-5 {metrics['top5']:.1f}% | "
+                               f"{record['images_per_s']:.0f} img/s")
+        finally:
+            log.close()
+
+    result = {"output": str(output), "last": str(last), "checkpoint": str(best if best.exists() else last),
+              "history": history, "steps": step, "epochs_done": epoch, "interrupted": interrupted,
+              "mult_adds": cost.mult_adds, "params": cost.params, "best_top1": best_top1,
+              "top1": history[-1]["val_top1"] if history else None,
+              "top5": history[-1]["val_top5"] if history else None}
+    if epoch >= cfg.epochs and getattr(bundle, "test", None) is not None:
+        test = evaluate(ema.module if ema else model, bundle.test, cfg.batch_size, amp=cfg.amp,
+                        channels_last=cfg.channels_last, world=world, workers=cfg.workers)
+        result["test"] = {"top1": test["top1"], "top5": test["top5"]}
+    if world.main and history:
+        result["plot"] = str(plot_curves(history, output / "curves.png",
+                                         f"{cfg.model} alpha={cfg.alpha} resolution={resolution}"))
+    result["seconds"] = time.time() - started
+    return result
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, batch_size: int = 128, *, amp: bool = False, channels_last: bool = False,
+             world: distributed.World | None = None, workers: int = 0, num_classes: int | None = None) -> dict:
+    """Top-1/top-5 accuracy, mean loss, per-class accuracy and the confusion matrix of ``model`` on ``dataset``.
+
+    Under DDP (``world``) each rank evaluates every ``world.size``-th sample and the counts are summed, so the
+    result is exact and the same on every rank.
+
+    Returns:
+        ``top1``, ``top5`` (percent; top-5 is top-k with k = min(5, classes)), ``loss``, ``count``,
+        ``per_class`` (percent per class, None for a class without samples), ``confusion`` (rows: true class,
+        columns: predicted).
+    """
+    world = world or distributed.World(device=next(model.parameters()).device)
+    classes = num_classes or model.num_classes
+    shard = Subset(dataset, range(world.rank, len(dataset), world.size)) if world.distributed else dataset
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(classes, classes, dtype=torch.float64)
+    extra = torch.zeros(2, dtype=torch.float64)  # top-k correct, loss sum
+    k = min(5, classes)
+    for x, y in loader:
+        x = x.to(world.device, memory_format=fmt)
+        with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        logits, y = logits.float().cpu(), y.cpu()
+        confusion.index_put_((y, logits.argmax(1)), torch.ones(len(y), dtype=torch.float64), accumulate=True)
+        extra[0] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
+        extra[1] += F.cross_entropy(logits, y, reduction="sum").double()
+    model.train(was_training)
+    totals = distributed.sum_tensor(torch.cat([confusion.flatten(), extra]), world)
+    confusion = totals[:-2].view(classes, classes)
+    count = float(confusion.sum())
+    if count == 0:
+        raise MobileNetError("the evaluation split is empty")
+    rows = confusion.sum(1)
+    return {
+        "top1": float(100 * confusion.diag().sum() / count), "top5": float(100 * totals[-2] / count),
+        "loss": float(totals[-1] / count), "count": int(count),
+        "per_class": [float(100 * confusion[i, i] / rows[i]) if rows[i] else None for i in range(classes)],
+        "confusion": confusion.long().tolist(),
+    }
+
+
+def load_checkpoint(path, model: nn.Module | None = None, use_ema: bool = True) -> tuple[nn.Module, dict]:
+    """Rebuilds the trained model from a checkpoint (or loads the weights into ``model``), in eval mode.
+
+    Args:
+        path: a ``last.pt``/``best.pt`` file, or a run directory (its ``best.pt``, else ``last.pt``).
+        model: load into this model instead of rebuilding the stored architecture; a model that does not fit
+            raises one :class:`MobileNetError` listing every mismatched key and shape.
+        use_ema: take the EMA weights when the run kept them.
+
+    Returns:
+        ``(model, checkpoint)``; the checkpoint dict has ``class_names``, ``mean``, ``std``, ``in_chans``,
+        ``config``, ``metrics``, ``epoch``, ``step`` ...
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    ckpt = read_checkpoint(path)
+    if model is None:
+        model = create_model(ckpt["config"]["model"], **ckpt["model_kwargs"])
+    weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    load_state(model, weights)
+    return model.eval(), ckpt
