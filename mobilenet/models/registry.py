@@ -36,7 +36,8 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}; {hint}") from None
 
 
-def create_model(name: str, features_only: bool = False, out_indices=None, **kwargs) -> nn.Module:
+def create_model(name: str, features_only: bool = False, out_indices=None, weights=None, weights_sha256=None,
+                 **kwargs) -> nn.Module:
     """Builds the registered model ``name``.
 
     Every model accepts ``alpha`` (width multiplier α, default 1.0), ``resolution`` (input side the model is meant
@@ -47,10 +48,22 @@ def create_model(name: str, features_only: bool = False, out_indices=None, **kwa
     ``features_only=True`` returns a :class:`mobilenet.features.FeatureExtractor` instead: its forward gives the
     feature maps at the downsampling stages ``out_indices`` (default all five: reductions 2, 4, 8, 16, 32) and its
     ``feature_info`` lists their channels, reductions and module names.
+
+    ``weights`` (a local path or an http(s)/file URL, downloaded once into a cache) loads weights into the model:
+    safetensors, or a PyTorch file read with ``weights_only=True`` (a file that would run code is refused). The
+    builder options recorded in the file (written by ``mobilenet convert``: TF padding, BN eps, …) are applied, and
+    ``weights_sha256`` (64 hex digits), when given, must match the file. See :mod:`mobilenet.weights`.
     """
     if out_indices is not None and not features_only:
         raise ValueError("out_indices is only used with features_only=True")
-    model = get_builder(name)(**kwargs)
+    if weights is not None:
+        from ..weights import create_model_with_weights  # imported on use, so building a model stays light
+
+        model = create_model_with_weights(get_builder(name), name, weights, weights_sha256, **kwargs)
+    elif weights_sha256 is not None:
+        raise ValueError("weights_sha256 is only used with weights=")
+    else:
+        model = get_builder(name)(**kwargs)
     if features_only:
         model = FeatureExtractor(model, out_indices)
     return model
