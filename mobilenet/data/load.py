@@ -10,7 +10,7 @@ import torch
 
 from ..errors import MobileNetError
 from .shapes import CLASS_NAMES, SHAPES_MEAN, SHAPES_STD, ShapesDataset
-from .transforms import AUGMENTATIONS, EvalTransform, build_transform, gray_stats
+from .transforms import AUGMENTATIONS, EvalTransform, build_transform, channel_stats_for
 
 log = logging.getLogger("mobilenet.data")
 
@@ -137,7 +137,7 @@ def load_data(spec: str = "shapes", data_format: str | None = None, resolution: 
 def _load_embedded(name, resolution, in_chans, augment, limit) -> DataBundle:
     if name not in EMBEDDED_DATASETS:
         raise MobileNetError(f"unknown embedded dataset {name!r}; available: {', '.join(EMBEDDED_DATASETS)}")
-    mean, std = (SHAPES_MEAN, SHAPES_STD) if in_chans == 3 else gray_stats(SHAPES_MEAN, SHAPES_STD)
+    mean, std = channel_stats_for(in_chans, SHAPES_MEAN, SHAPES_STD)
     evaluate = EvalTransform(resolution, mean, std, in_chans)
     splits = {split: ShapesDataset(split, resolution, transform=evaluate, size=limit) for split in ("val", "test")}
     train = ShapesDataset("train", resolution, transform=build_transform(augment, resolution, mean, std, in_chans),
@@ -148,9 +148,7 @@ def _load_embedded(name, resolution, in_chans, augment, limit) -> DataBundle:
 
 def _bundle(splits, spec, fmt, resolution, in_chans, augment, limit, seed) -> DataBundle:
     """Wraps reader output (see ``ReaderSplits``) into transformed datasets."""
-    mean, std = splits.mean, splits.std
-    if in_chans == 1:
-        mean, std = gray_stats(mean, std)
+    mean, std = channel_stats_for(in_chans, splits.mean, splits.std)
     evaluate = EvalTransform(resolution, mean, std, in_chans)
     train = splits.train.with_transform(build_transform(augment, resolution, mean, std, in_chans), limit, seed)
     val = splits.val.with_transform(evaluate, limit, seed)

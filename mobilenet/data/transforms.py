@@ -43,6 +43,16 @@ def gray_stats(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple[f
     return (sum(w * m for w, m in zip(LUMA, mean)),), (sum(w * s for w, s in zip(LUMA, std)),)
 
 
+def channel_stats_for(in_chans: int, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Statistics for ``in_chans`` channels: RGB ones reduced to luma, or a grayscale pair repeated for RGB."""
+    mean, std = tuple(mean), tuple(std)
+    if in_chans == 1:
+        return gray_stats(mean, std)
+    if in_chans == 3 and len(mean) == len(std) == 1:
+        return mean * 3, std * 3
+    return mean, std
+
+
 def to_uint8_tensor(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Tensor:
     """A PIL image, an ``[H, W]``/``[H, W, C]`` array or a ``[C, H, W]`` tensor as a ``uint8`` tensor ``[C, H, W]``."""
     if isinstance(image, torch.Tensor):
@@ -51,7 +61,7 @@ def to_uint8_tensor(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Ten
         if image.mode not in ("L", "RGB"):
             image = image.convert("RGBA").convert("RGB") if "A" in image.mode or image.mode == "P" else image.convert(
                 "RGB")
-        image = np.asarray(image)
+        image = np.array(image)  # a writable copy: torch refuses to wrap read-only buffers silently
     array = torch.from_numpy(np.ascontiguousarray(image))
     return array.unsqueeze(0) if array.dim() == 2 else array.permute(2, 0, 1)
 
@@ -77,8 +87,7 @@ class _Transform:
             raise MobileNetError(f"resolution must be an integer >= 1, got {resolution!r}")
         if in_chans not in (1, 3):
             raise MobileNetError(f"in_chans must be 1 or 3, got {in_chans!r}")
-        if in_chans == 1:
-            mean, std = gray_stats(tuple(mean), tuple(std))
+        mean, std = channel_stats_for(in_chans, mean, std)
         if len(mean) != in_chans or len(std) != in_chans:
             raise MobileNetError(f"mean/std need {in_chans} values, got {len(mean)} and {len(std)}")
         self.resolution, self.in_chans = resolution, in_chans
