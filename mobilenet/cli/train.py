@@ -1,0 +1,332 @@
+"""``mobilenet train``, ``eval``, ``predict`` and ``bench-train``: thin layers over :mod:`mobilenet.train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from ..errors import MobileNetError
+from ..optim import OPTIMIZERS, SCHEDULES
+from ..train import TrainConfig
+from .options import positive_float, positive_int
+
+_D = TrainConfig()
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = _non_negative(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(value)
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    # Defaults are SUPPRESSed so that a resumed run can tell the options given on this command line from the
+    # stored ones; the shown defaults come from TrainConfig.
+    S = argparse.SUPPRESS
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=S, metavar="NAME", help=f"registered model (default {_D.model}; see "
+                   "`mobilenet list`)")
+    g.add_argument("--alpha", type=positive_float, default=S,
+                   help=f"width multiplier alpha: channels x alpha, cost ~ alpha^2 (default {_D.alpha})")
+    g.add_argument("--resolution", type=positive_int, default=S,
+                   help=f"input side in pixels, rho x 224 (default {_D.resolution})")
+    g.add_argument("--dropout", type=_fraction, default=S, help="dropout before the classifier (default: the "
+                   "model's own, 0 for V1, 0.2 for V2/V3)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=S, metavar="D", help=f"embedded dataset name, or a folder: class "
+                   f"sub-folders, ImageNet layout (train/ val/), CIFAR-10/100 python batches, or MNIST IDX files "
+                   f"(default {_D.data})")
+    g.add_argument("--data-format", choices=["embedded", "imagefolder", "cifar", "idx"], default=S,
+                   help="the format of --data (default: detected)")
+    g.add_argument("--in-chans", type=int, choices=[1, 3], default=S,
+                   help="input channels: 3 (grayscale is repeated) or 1 (default 3)")
+    g.add_argument("--augment", choices=["standard", "light", "none"], default=S,
+                   help=f"training augmentation: random-resized crop + flip, a lighter crop (the V1 paper's choice "
+                   f"for small models), or none (default {_D.augment})")
+    g.add_argument("--limit", type=positive_int, default=S, help="use at most this many train and val samples")
+    g.add_argument("--val-fraction", type=_fraction, default=S,
+                   help=f"share held out for validation from a plain class folder (default {_D.val_fraction})")
+    g.add_argument("--workers", type=_count, default=S, help=f"data-loading processes (default {_D.workers})")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=positive_int, default=S, help=f"passes over the data (default {_D.epochs})")
+    g.add_argument("--batch-size", type=positive_int, default=S,
+                   help=f"global batch, split over the torchrun processes (default {_D.batch_size})")
+    g.add_argument("--lr", type=positive_float, default=S, help=f"peak learning rate (default {_D.lr})")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=S,
+                   help=f"SGD with momentum, or RMSprop as in the papers (default {_D.optimizer})")
+    g.add_argument("--momentum", type=_fraction, default=S, help=f"(default {_D.momentum})")
+    g.add_argument("--weight-decay", type=_non_negative, default=S,
+                   help=f"L2 on conv/linear weights; never on depthwise filters, norms, biases unless --decay-all "
+                   f"(default {_D.weight_decay})")
+    g.add_argument("--decay-all", action="store_true", default=S, help="apply weight decay to every parameter")
+    g.add_argument("--schedule", choices=SCHEDULES, default=S, help=f"after warm-up (default {_D.schedule})")
+    g.add_argument("--warmup-epochs", type=_non_negative, default=S,
+                   help=f"linear warm-up length (default {_D.warmup_epochs})")
+    g.add_argument("--step-epochs", type=positive_int, default=S,
+                   help=f"step schedule: multiply the rate by --gamma every this many epochs (default {_D.step_epochs})")
+    g.add_argument("--gamma", type=positive_float, default=S, help=f"step schedule factor (default {_D.gamma})")
+    g.add_argument("--label-smoothing", type=_fraction, default=S, help=f"(default {_D.label_smoothing})")
+    g.add_argument("--ema", type=_fraction, default=S,
+                   help="keep an exponential moving average of the weights with this decay, e.g. 0.999, and "
+                   "evaluate it (default 0: off)")
+    g = p.add_argument_group("speed and reproducibility")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=S,
+                   help="bf16 autocast for the forward pass (default on)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
+                   help="NHWC memory format (default on)")
+    g.add_argument("--seed", type=int, default=S, help=f"seeds data order, augmentation, weights and dropout; a "
+                   f"CPU run is exactly reproducible (default {_D.seed})")
+    g.add_argument("--device", choices=["cpu", "cuda"], default=S, help="default: cuda when available")
+    g.add_argument("--sync-bn", action="store_true", default=S, help="SyncBatchNorm across processes (CUDA DDP)")
+    g = p.add_argument_group("output and checkpoints")
+    g.add_argument("--output", metavar="DIR", default=S,
+                   help="run directory for checkpoints, logs, config and plot (default runs/<model>-<time>)")
+    g.add_argument("--resume", nargs="?", const="auto", metavar="CKPT", default=S,
+                   help="continue a run exactly from a checkpoint or run directory (bare --resume: --output's "
+                   "last.pt); only --epochs and speed/output options may change")
+    g.add_argument("--checkpoint-every", type=_count, default=S,
+                   help="also save last.pt every N steps (default 0: at the end of each epoch only)")
+    g.add_argument("--max-steps", type=positive_int, default=S,
+                   help="stop after this many steps in all (saving last.pt); the schedule still spans --epochs")
+    g.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (default: MobileNetV1 0.5 at 64 px on the embedded shapes data, ~5 min)",
+        description="Train any registered model at any width (alpha) and resolution on the embedded dataset or "
+                    "data on disk, evaluating on the validation split after every epoch. The run directory gets "
+                    "last.pt and best.pt (atomic, resumable), config.json, log.jsonl/log.csv, steps.jsonl and "
+                    "curves.png. Ctrl-C saves last.pt and exits; --resume continues exactly. Under torchrun "
+                    "(torchrun --nproc_per_node=N -m mobilenet train ...) it trains data-parallel.",
+    )
+    _add_train_options(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5 and per-class accuracy of a checkpoint",
+                       description="Evaluate a checkpoint on a dataset's validation split (val/ in the ImageNet "
+                                   "layout), at the checkpoint's resolution and normalisation.")
+    p.add_argument("--checkpoint", required=True, metavar="C", help="a .pt checkpoint or a run directory")
+    p.add_argument("--data", metavar="D", help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-format", choices=["embedded", "imagefolder", "cifar", "idx"], help="default: detected")
+    p.add_argument("--split", choices=["val", "test", "train"], default="val", help="default val")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="default 128")
+    p.add_argument("--limit", type=positive_int, help="evaluate at most this many samples")
+    p.add_argument("--workers", type=_count, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run kept an EMA")
+    p.add_argument("--confusion", metavar="PNG", help="also save the confusion matrix as a PNG")
+    p.add_argument("--json", action="store_true", help="print one JSON object (top1, top5 in percent, ...)")
+    p.set_defaults(func=run_eval)
+
+    p = sub.add_parser("predict", help="top-k classes of image files", description="Classify image files with a "
+                       "checkpoint: resize, centre crop, normalise as in training, and print the top-k classes.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--checkpoint", required=True, metavar="C", help="a .pt checkpoint or a run directory")
+    p.add_argument("--top-k", type=positive_int, default=5, help="default 5")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_predict)
+
+    p = sub.add_parser("bench-train", help="training images/s: bf16 + channels_last vs eager fp32 NCHW",
+                       description="Time training steps of one model with the default fast path (bf16 autocast + "
+                                   "channels_last) and with plain eager NCHW fp32, interleaved in one run, and "
+                                   "print images/s and the ratio. --convergence also trains on the embedded "
+                                   "data with and without the fast path and compares the accuracy.")
+    p.add_argument("model", nargs="?", default="mobilenet_v2", metavar="NAME", help="default mobilenet_v2")
+    p.add_argument("--alpha", type=positive_float, default=1.0, help="default 1.0")
+    p.add_argument("--resolution", type=positive_int, default=224, help="default 224")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="default 32")
+    p.add_argument("--steps", type=positive_int, default=5, help="timed steps per round (default 5)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median kept (default 3)")
+    p.add_argument("--warmup", type=_count, default=2, help="untimed steps per variant (default 2)")
+    p.add_argument("--convergence", type=positive_int, metavar="EPOCHS",
+                   help="also train the default demo model this many epochs with and without the fast path")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_bench_train)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The config from the options given; with --resume, the checkpoint's config updated by those options."""
+    names = {f.name for f in fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    if "resume" not in given:
+        return TrainConfig(**given)
+    from ..checkpoint import read_checkpoint
+    from ..train import _resume_path
+
+    path = _resume_path(TrainConfig(output=given.get("output"), resume=given["resume"]))
+    stored = read_checkpoint(path)["config"]
+    return TrainConfig.from_dict({**stored, **given, "resume": str(path)})
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..train import train
+
+    cfg = train_config(args)
+    result = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
+    if args.json:
+        print(json.dumps(result))
+        return 130 if result["interrupted"] else 0
+    res = cfg.resolution or 224
+    print(f"{cfg.model} alpha={cfg.alpha} resolution={res}: {result['mult_adds'] / 1e6:.1f}M Mult-Adds, "
+          f"{result['params'] / 1e6:.3f}M params")
+    if result["interrupted"] or result["epochs_done"] < cfg.epochs:
+        why = "interrupted" if result["interrupted"] else "stopped at --max-steps"
+        print(f"{why} at step {result['steps']}; saved {result['last']}")
+        print(f"continue with: mobilenet train --resume {result['output']}")
+        return 130 if result["interrupted"] else 0
+    print(f"val top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  (best top-1 {result['best_top1']:.2f}%, "
+          f"{result['epochs_done']} epochs, {result['steps']} steps, {result['seconds']:.0f} s)")
+    if "test" in result:
+        print(f"test top-1 {result['test']['top1']:.2f}%  top-5 {result['test']['top5']:.2f}%")
+    out = Path(result["output"])
+    print(f"run: {out}/ (best.pt, last.pt, config.json, log.jsonl, log.csv, curves.png)")
+    return 0
+
+
+def _eval_data(args: argparse.Namespace, ckpt: dict):
+    from ..data import load_data
+
+    cfg = ckpt["config"]
+    spec = args.data or cfg["data"]
+    fmt = args.data_format or (None if args.data else cfg.get("data_format"))
+    bundle = load_data(spec, data_format=fmt, resolution=ckpt["model_kwargs"]["resolution"],
+                       in_chans=ckpt["in_chans"], seed=cfg.get("seed", 0), val_fraction=cfg.get("val_fraction", 0.1),
+                       augment="none", limit=args.limit)
+    if len(bundle.class_names) != len(ckpt["class_names"]):
+        raise MobileNetError(f"{spec} has {len(bundle.class_names)} classes but the checkpoint was trained on "
+                             f"{len(ckpt['class_names'])}")
+    if list(bundle.class_names) != list(ckpt["class_names"]):
+        print(f"warning: {spec}'s class names differ from the checkpoint's; labels are matched by index",
+              file=sys.stderr)
+    split = {"val": bundle.val, "test": bundle.test, "train": bundle.train}[args.split]
+    if split is None:
+        raise MobileNetError(f"{spec} has no {args.split} split")
+    return spec, split
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..train import evaluate, load_checkpoint
+    from ..trainlog import plot_confusion
+
+    model, ckpt = load_checkpoint(args.checkpoint, use_ema=not args.no_ema)
+    spec, dataset = _eval_data(args, ckpt)
+    metrics = evaluate(model, dataset, args.batch_size, workers=args.workers)
+    names = ckpt["class_names"]
+    if args.confusion:
+        plot_confusion(metrics["confusion"], names, args.confusion, f"{spec} ({args.split}): top-1 "
+                       f"{metrics['top1']:.1f}%")
+    if args.json:
+        out = {"checkpoint": str(args.checkpoint), "data": spec, "split": args.split, "top1": metrics["top1"],
+               "top5": metrics["top5"], "loss": metrics["loss"], "count": metrics["count"],
+               "per_class": dict(zip(names, metrics["per_class"])), "confusion": metrics["confusion"]}
+        print(json.dumps(out))
+        return 0
+    print(f"{spec} ({args.split}, {metrics['count']} images): top-1 {metrics['top1']:.2f}%  top-5 "
+          f"{metrics['top5']:.2f}%  loss {metrics['loss']:.4f}")
+    width = max(len(n) for n in names)
+    for name, acc in zip(names, metrics["per_class"]):
+        print(f"  {name:<{width}}  {'-' if acc is None else f'{acc:6.2f}%'}")
+    if args.confusion:
+        print(f"confusion matrix: {args.confusion}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import load_image
+    from ..train import load_checkpoint
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    names, res = ckpt["class_names"], ckpt["model_kwargs"]["resolution"]
+    k = min(args.top_k, len(names))
+    results = []
+    for path in args.images:
+        x = load_image(path, res, ckpt["mean"], ckpt["std"], ckpt["in_chans"])
+        with torch.no_grad():
+            probs = model(x[None]).float().softmax(1)[0]
+        top = probs.topk(k)
+        results.append({"image": path, "predictions": [{"class": names[i], "index": int(i), "prob": float(p)}
+                                                       for p, i in zip(top.values, top.indices)]})
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "results": results}))
+        return 0
+    for r in results:
+        print(f"{r['image']}: " + ", ".join(f"{p['class']} {p['prob']:.3f}" for p in r["predictions"]))
+    return 0
+
+
+def run_bench_train(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..bench_train import BASELINE, DEFAULT_PATH, bench_train
+
+    total = 4 * (args.warmup + args.rounds * args.steps)
+    with tqdm(total=total, desc="bench-train", unit="step", leave=False, disable=args.json) as bar:
+        rows = bench_train(args.model, args.alpha, args.resolution, args.batch_size, args.steps, args.rounds,
+                           args.warmup, progress=bar.update)
+    base = next(r.images_per_s for r in rows if r.variant == BASELINE)
+    fast = next(r.images_per_s for r in rows if r.variant == DEFAULT_PATH)
+    out = {"model": args.model, "alpha": args.alpha, "resolution": args.resolution, "batch": args.batch_size,
+           "variants": [{"variant": r.variant, "images_per_s": r.images_per_s, "ratio": r.images_per_s / base,
+                         "rounds": r.rounds} for r in rows],
+           "ratio": fast / base}
+    if not args.json:
+        print(f"training {args.model} alpha={args.alpha} at {args.resolution}, batch {args.batch_size} (CPU, "
+              f"median of {args.rounds} interleaved rounds of {args.steps} steps)")
+        for r in rows:
+            print(f"  {r.variant:<22} {r.images_per_s:8.1f} img/s  {r.images_per_s / base:5.2f}x")
+        print(f"default path ({DEFAULT_PATH}) vs {BASELINE}: {fast / base:.2f}x")
+    if args.convergence:
+        out["convergence"] = _convergence(args.convergence, quiet=args.json)
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+def _convergence(epochs: int, quiet: bool) -> dict:
+    import tempfile
+
+    from ..train import train
+
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fast in (("fast", True), ("eager", False)):
+            cfg = TrainConfig(epochs=epochs, amp=fast, channels_last=fast, output=f"{tmp}/{name}", progress=not quiet)
+            r = train(cfg)
+            found[name] = {"top1": r["top1"], "top5": r["top5"], "seconds": r["seconds"]}
+    found["difference"] = found["fast"]["top1"] - found["eager"]["top1"]
+    if not quiet:
+        print(f"convergence ({_D.model} alpha={_D.alpha} at {_D.resolution}, {epochs} epochs, same seed): "
+              f"val top-1 {found['fast']['top1']:.2f}% with bf16 + channels_last vs {found['eager']['top1']:.2f}% "
+              f"eager fp32 ({found['difference']:+.2f} points; {found['fast']['seconds']:.0f} s vs "
+              f"{found['eager']['seconds']:.0f} s)")
+    return found
