@@ -1,9 +1,9 @@
 """Images to check exports and calibrate int8 models with, when the user gives none.
 
 Parity is checked on natural images, not noise: activations then have the ranges a deployed model sees, which is
-where float differences between two runtimes show. The sources, in order of preference: the embedded procedural
-dataset (``mobilenet.data``), the scikit-image sample photos (if installed), and deterministic synthetic scenes
-(smooth gradients with a few bright shapes) so the check runs on a bare install too.
+where float differences between two runtimes show. The sources: the scikit-image sample photos (if installed) for
+half of the images, the embedded procedural dataset (``mobilenet.data``, its test split) for the rest, and
+deterministic synthetic scenes (smooth gradients with a few bright discs) only if neither is available.
 """
 
 from __future__ import annotations
@@ -46,31 +46,29 @@ def sample_images(n: int, resolution: int, in_chans: int = 3, mean=IMAGENET_MEAN
         mean, std: the model's normalisation (per channel).
         seed: chooses crops and synthetic scenes deterministically.
     """
-    for source in (_embedded, _skimage, _synthetic):
-        images = source(n, resolution, seed)
-        if images is not None:
-            break
+    # Half natural photos where available, the rest the embedded dataset: both kinds of input a user deploys on.
+    parts, names = [], []
+    for source, share in ((_skimage, (n + 1) // 2), (_embedded, n), (_synthetic, n)):
+        want = min(share, n - sum(len(p) for p in parts))
+        images = source(want, resolution, seed) if want > 0 else None
+        if images is not None and len(images):
+            parts.append(images[:want])
+            names.append(source.__name__.strip("_"))
+    images = torch.cat(parts)
     if in_chans != 3:
         images = images.mean(1, keepdim=True).repeat(1, in_chans, 1, 1)
-    return normalize(images, mean, std), source.__name__.strip("_")
+    return normalize(images, mean, std), "+".join(names)
 
 
 def _embedded(n: int, resolution: int, seed: int) -> torch.Tensor | None:
     try:
-        data = importlib.import_module("mobilenet.data")
-        render = getattr(data, "render_images")
-    except (ImportError, AttributeError):
+        from ..data import ShapesDataset
+    except ImportError:
         return None
-    try:
-        images = torch.as_tensor(render(n, resolution, seed=seed), dtype=torch.float32)
-    except Exception:  # a data module with another signature: fall through to the next source
-        return None
-    if images.ndim != 4 or images.shape[0] < n:
-        return None
-    if images.shape[-1] == 3 and images.shape[1] != 3:
-        images = images.permute(0, 3, 1, 2)
-    images = images[:n]
-    return images / 255.0 if images.max() > 1.5 else images
+    # The test split: images a model trained on the embedded data has not been tuned on.
+    shapes = ShapesDataset("test", resolution)
+    start = (seed * 97) % max(1, len(shapes) - n)
+    return torch.stack([shapes.image(start + i) for i in range(min(n, len(shapes)))]).float() / 255.0
 
 
 def _skimage(n: int, resolution: int, seed: int) -> torch.Tensor | None:

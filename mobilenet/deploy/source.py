@@ -73,8 +73,8 @@ def load_model(name: str | None = None, *, checkpoint: str | None = None, weight
 
     Args:
         name: registered model name (with ``kwargs`` such as ``alpha``, ``resolution``, ``num_classes``).
-        checkpoint: a checkpoint written by ``mobilenet train`` instead of ``name``; it carries the architecture,
-            class names and normalisation.
+        checkpoint: a checkpoint written by ``mobilenet train`` (a ``.pt`` file or a run directory) instead of
+            ``name``; it carries the architecture, class names and normalisation.
         weights: a state dict for ``name``: a ``.safetensors`` file or a ``torch.save(model.state_dict())`` file
             (loaded with ``weights_only=True``, never unpickling arbitrary objects).
 
@@ -122,7 +122,8 @@ def load_weights(model: nn.Module, path: str) -> None:
 
 
 def _load_checkpoint(path: str) -> tuple[nn.Module, ModelInfo]:
-    _check_file(path, "checkpoint")
+    if not os.path.exists(path):
+        raise MobileNetError(f"checkpoint {path!r} does not exist")
     try:
         train = importlib.import_module("mobilenet.train")
     except ImportError:
