@@ -89,15 +89,3 @@ def _quiet_root_logger():
         yield
     finally:
         root.setLevel(level)
-
-
-def top1(runner, images, labels, batch_size: int = 64) -> float:
-    """Top-1 accuracy in percent of a runner on normalised ``images`` with integer ``labels``."""
-    labels = torch.as_tensor(labels)
-    if len(images) != len(labels) or len(labels) == 0:
-        raise MobileNetError(f"{len(images)} images for {len(labels)} labels")
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = runner(images[start:start + batch_size])
-        correct += int((logits.argmax(1) == labels[start:start + batch_size]).sum())
-    return 100.0 * correct / len(labels)

@@ -11,7 +11,6 @@ import importlib
 import os
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import nn
 
 from ..errors import MobileNetError
@@ -76,7 +75,7 @@ def load_model(name: str | None = None, *, checkpoint: str | None = None, weight
         checkpoint: a checkpoint written by ``mobilenet train`` (a ``.pt`` file or a run directory) instead of
             ``name``; it carries the architecture, class names and normalisation.
         weights: a state dict for ``name``: a ``.safetensors`` file or a ``torch.save(model.state_dict())`` file
-            (loaded with ``weights_only=True``, never unpickling arbitrary objects).
+            (loaded by :mod:`mobilenet.weights` with ``weights_only=True``, never unpickling arbitrary objects).
 
     Raises:
         MobileNetError: a missing file, a file that is not a state dict, or weights of another architecture.
@@ -88,37 +87,10 @@ def load_model(name: str | None = None, *, checkpoint: str | None = None, weight
     if name is None:
         raise MobileNetError("give a model name or a checkpoint")
     try:
-        model = create_model(name, **kwargs)
+        model = create_model(name, weights=weights, **kwargs)  # weights: read safely by mobilenet.weights
     except ValueError as e:
         raise MobileNetError(str(e)) from None
-    if weights is not None:
-        load_weights(model, weights)
     return model.eval(), model_info(model)
-
-
-def load_weights(model: nn.Module, path: str) -> None:
-    """Loads a state dict file (``.safetensors`` or ``torch.save``) into ``model``; one clear error otherwise."""
-    _check_file(path, "weights")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickle with objects, wrong format: all one user mistake
-        raise MobileNetError(f"cannot read weights {path!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise MobileNetError(f"{path!r} is not a state dict (expected torch.save(model.state_dict()) or safetensors)")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise MobileNetError(
-            f"weights {path!r} do not fit {getattr(model, 'name', 'the model')} "
-            f"(alpha={getattr(model, 'alpha', '?')}, num_classes={getattr(model, 'num_classes', '?')}): {first}"
-        ) from None
 
 
 def _load_checkpoint(path: str) -> tuple[nn.Module, ModelInfo]:
@@ -137,10 +109,3 @@ def _load_checkpoint(path: str) -> tuple[nn.Module, ModelInfo]:
     ckpt = ckpt if isinstance(ckpt, dict) else {}
     info = model_info(model, ckpt.get("class_names"), ckpt.get("mean"), ckpt.get("std"))
     return model.eval(), info
-
-
-def _check_file(path: str, what: str) -> None:
-    if not os.path.exists(path):
-        raise MobileNetError(f"{what} file {path!r} does not exist")
-    if os.path.isdir(path):
-        raise MobileNetError(f"{what} {path!r} is a directory, expected a file")
