@@ -128,6 +128,8 @@ class MobileNet(nn.Module):
 
     def _init_weights(self) -> None:
         # The V2/V3 reference initialisation: He-normal (fan-out) convs, unit BN, small-normal linear layers.
+        if self.classifier.weight.is_meta:
+            return  # built on the meta device for its shapes alone (cost counting): there are no values to set
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")

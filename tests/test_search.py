@@ -1,0 +1,189 @@
+"""Budget search: exact costs within the budget, an undominated and complete front, proxies, results files, errors."""
+
+import json
+import math
+
+import pytest
+
+from mobilenet import count_cost, create_model
+from mobilenet.cli import main
+from mobilenet.errors import MobileNetError
+from mobilenet.search import (DEFAULT_ALPHAS, DEFAULT_RESOLUTIONS, FAMILIES, Budget, Candidate, pareto_front,
+                              search)
+import mobilenet.search as search_module
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def worse_or_equal(g, f, axes):
+    """g is at least as good as f on every axis and top-1 (so f would be dominated if g is strictly better once)."""
+    return all(getattr(g, a) <= getattr(f, a) for a in axes) and g.top1 >= f.top1
+
+
+def strictly_dominates(g, f, axes):
+    return worse_or_equal(g, f, axes) and (g.top1 > f.top1 or any(getattr(g, a) < getattr(f, a) for a in axes))
+
+
+@pytest.fixture(scope="module")
+def grid_costs():
+    """Every default-grid configuration counted independently: each (model, α) built with real weights."""
+    costs = {}
+    for names in FAMILIES.values():
+        for name in names:
+            for alpha in DEFAULT_ALPHAS:
+                model = create_model(name, alpha=alpha)
+                for res in DEFAULT_RESOLUTIONS:
+                    c = count_cost(model, res)
+                    costs[(name, alpha, res)] = (c.mult_adds, c.params)
+    return costs
+
+
+def test_cli_front_is_within_budget_exact_and_undominated(capsys, grid_costs):
+    code, out, _ = run(capsys, "search", "--macs", "150M", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert rows and {"model", "alpha", "resolution", "mult_adds", "params"} <= set(rows[0])
+    fitting = [Candidate(**{k: v for k, v in zip(("model", "alpha", "resolution"), key)},
+                         mult_adds=m, params=p) for key, (m, p) in grid_costs.items() if m <= 150_000_000]
+    result = search(Budget(mult_adds=150_000_000))
+    assert sorted(c.key for c in result.fitting) == sorted(c.key for c in fitting)
+    proxies = {c.key: c.top1 for c in result.fitting}
+    for c in fitting:
+        c.top1 = proxies[c.key]
+    for row in rows:
+        key = (row["model"], row["alpha"], row["resolution"])
+        assert (row["mult_adds"], row["params"]) == grid_costs[key]
+        assert row["mult_adds"] <= 150_000_000
+        f = Candidate(**row)
+        assert not any(strictly_dominates(g, f, ["mult_adds"]) for g in fitting), key
+    # Complete: every fitting configuration left out is matched or beaten by a listed one.
+    listed = [Candidate(**row) for row in rows]
+    for c in fitting:
+        if c.key not in {f.key for f in listed}:
+            assert any(worse_or_equal(f, c, ["mult_adds"]) for f in listed), c.key
+
+
+def test_paper_rows_and_two_point_fit(capsys):
+    result = search(Budget(), models="v2,v3", alphas=[0.75, 1.0, 1.4], resolutions=[160, 224, 256])
+    by_key = {c.key: c for c in result.fitting}
+    for c in result.fitting:
+        published = create_model(c.model, alpha=c.alpha, resolution=c.resolution).published
+        assert (c.top1_source == "paper") == (published is not None), c.key
+        if published:
+            assert c.top1 == published["top1"]
+    # V2 has two published points (Table 4), so its line passes through both; 1.0/256 lies between them.
+    (m0, t0), (m1, t1) = [(by_key[("mobilenet_v2", a, 224)].mult_adds, by_key[("mobilenet_v2", a, 224)].top1)
+                          for a in (1.0, 1.4)]
+    mid = by_key[("mobilenet_v2", 1.0, 256)]
+    assert m0 < mid.mult_adds < m1 and mid.top1_source == "interpolated"
+    assert mid.top1 == round(t0 + (t1 - t0) * math.log(mid.mult_adds / m0) / math.log(m1 / m0), 1)
+    # Above the published range the proxy never exceeds the best published number.
+    top = by_key[("mobilenet_v2", 1.4, 256)]
+    assert top.top1_source == "extrapolated" and top.top1 <= 74.7
+
+
+def test_params_budget_adds_an_axis():
+    result = search(Budget(mult_adds=300_000_000, params=2_000_000), alphas=[0.35, 0.5, 0.75, 1.0],
+                    resolutions=[128, 192, 224])
+    assert result.axes == ("mult_adds", "params") and result.front
+    for f in result.front:
+        assert f.mult_adds <= 300_000_000 and f.params <= 2_000_000
+        assert not any(strictly_dominates(g, f, result.axes) for g in result.fitting if g.top1 is not None)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_measured_results_override_and_join_the_grid(tmp_path, capsys, fmt):
+    rows = [{"model": "mobilenet_v3_small", "alpha": 0.9, "resolution": 200, "top1": 99.0},
+            {"model": "mobilenet_v3_small", "alpha": 1.0, "resolution": 224, "top1": 10.0}]
+    path = tmp_path / f"results.{fmt}"
+    if fmt == "csv":
+        path.write_text("model,alpha,resolution,top1\n" + "".join(
+            f"{r['model']},{r['alpha']},{r['resolution']},{r['top1']}\n" for r in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    code, out, _ = run(capsys, "search", "--models", "v3", "--alphas", "1.0", "--resolutions", "224",
+                       "--results", str(path), "--json")
+    assert code == 0
+    front = json.loads(out)
+    assert [(r["alpha"], r["resolution"], r["top1"], r["top1_source"]) for r in front] == [(0.9, 200, 99.0,
+                                                                                             "measured")]
+    exact = count_cost(create_model("mobilenet_v3_small", alpha=0.9, resolution=200))
+    assert (front[0]["mult_adds"], front[0]["params"]) == (exact.mult_adds, exact.params)
+
+
+def test_lazy_latency_filter_gives_the_front_of_the_fast_enough(monkeypatch):
+    timed = []
+
+    def fake_latency(name, alpha, resolution, backend="torch", **_):
+        timed.append((name, alpha, resolution))
+        return count_cost(create_model(name, alpha=alpha), resolution).mult_adds / 1e7 * (
+            3 if "large" in name else 1)
+
+    monkeypatch.setattr(search_module, "measure_latency", fake_latency)
+    grid = dict(models="v3", alphas=[0.5, 1.0, 1.25], resolutions=[128, 224])
+    result = search(Budget(latency_ms=12.0), backend="torch", **grid)
+    searched_timings = len(timed)
+    everything = search(Budget(), **grid).fitting
+    for c in everything:
+        c.latency_ms = fake_latency(c.model, c.alpha, c.resolution)
+    expected = pareto_front([c for c in everything if c.latency_ms <= 12.0])
+    assert [c.key for c in result.front] == [c.key for c in expected]
+    assert all(c.latency_ms <= 12.0 for c in result.front)
+    assert searched_timings < len(everything)  # only front members were timed, not every configuration
+
+
+def test_real_latency_measurement_runs():
+    assert search_module.measure_latency("mobilenet_v3_small", 0.25, 32, "torch", min_time=0.0, max_runs=5) > 0
+
+
+def test_backend_choices_match_deploy():
+    from mobilenet.cli.search import BACKEND_CHOICES
+    from mobilenet.deploy.backends import BACKENDS
+
+    assert tuple(BACKEND_CHOICES) == tuple(BACKENDS)
+
+
+def test_text_output_and_empty_budget(capsys):
+    code, out, _ = run(capsys, "search", "--macs", "60M", "--models", "v3", "--alphas", "1.0")
+    assert code == 0 and "Pareto front" in out and "mobilenet_v3_small" in out and "paper" in out
+    code, out, err = run(capsys, "search", "--macs", "1K")
+    assert code == 1 and "nothing fits" in err
+    code, out, _ = run(capsys, "search", "--macs", "1K", "--json")
+    assert code == 0 and json.loads(out) == []
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--macs", "abc"], "--macs"),
+    (["--params", "-2M"], "--params"),
+    (["--alphas", "0,1"], "--alphas"),
+    (["--resolutions", "96,x"], "--resolutions"),
+    (["--models", "v9"], "unknown model"),
+    (["--results", "/nonexistent/results.csv"], "does not exist"),
+    (["--latency-ms", "0"], "--latency-ms"),
+    (["--backend", "tensorrt"], "--backend"),
+])
+def test_parse_errors_are_one_line(capsys, argv, needle):
+    code, out, err = run(capsys, "search", *argv)
+    assert code == 2 and needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("model,alpha,resolution\nmobilenet_v2,1.0,224\n", "missing field 'top1'"),
+    ("model,alpha,resolution,top1\nmobilenet_v2,one,224,70\n", "must be numbers"),
+    ("model,alpha,resolution,top1\nmobilenet_v2,1.0,224,170\n", "top1 in [0, 100]"),
+    ("model,alpha,resolution,top1\nresnet50,1.0,224,70\n", "unknown model"),
+    ("[{\"model\": \"mobilenet_v2\"", "not valid JSON"),
+])
+def test_bad_results_files(tmp_path, text, needle):
+    path = tmp_path / "r.csv"
+    path.write_text(text)
+    with pytest.raises(MobileNetError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        search_module.load_results(path)
