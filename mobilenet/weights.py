@@ -175,12 +175,25 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        detail = _unpickler_detail(str(e))
+        if "global" not in detail.lower():  # not a pickle of weights at all: bad bytes, an unknown opcode
+            raise MobileNetError(f"{str(path)!r} is not a readable safetensors or PyTorch weights file "
+                                 f"({detail})") from None
         raise MobileNetError(f"refused to load {str(path)!r}: it holds Python objects other than tensors and plain "
-                             f"data, which could run code; nothing from it was executed ({first[:200]})") from None
+                             f"data, which could run code; nothing from it was executed ({detail})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise MobileNetError(f"{str(path)!r} is not a readable safetensors or PyTorch weights file ({e})") from None
     return _unwrap(obj, path)
+
+
+def _unpickler_detail(message: str) -> str:
+    # torch wraps the restricted unpickler's reason ("Unsupported global: GLOBAL builtins.open ...") in advice.
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return (rest or (lines[i + 1] if i + 1 < len(lines) else ""))[:200]
+    return (lines[0] if lines else "unpickling failed")[:200]
 
 
 def _looks_like_safetensors(head: bytes) -> bool:

@@ -160,9 +160,10 @@ def to_torch_layout(path: str | Path, spec: SourceModel) -> dict[str, torch.Tens
             cls = KERAS_CLASS[link.kind]
             n = seen.get(cls, 0)
             seen[cls] = n + 1
-            arrays = by_name.pop(f"{cls}_{n}" if n else cls, None)
+            name = f"{cls}_{n}" if n else cls
+            arrays = by_name.pop(name, None)
             if arrays is not None:
-                out.update(_convert(link, arrays))
+                out.update(_convert(link, arrays, name))
         leftovers = by_name.items()
     else:
         for link, (name, arrays) in zip(wanted, layers):
@@ -174,14 +175,14 @@ def to_torch_layout(path: str | Path, spec: SourceModel) -> dict[str, torch.Tens
     return out
 
 
-def _convert(link: Link, arrays: list[np.ndarray], name: str | None = None) -> dict[str, torch.Tensor]:
+def _convert(link: Link, arrays: list[np.ndarray], name: str) -> dict[str, torch.Tensor]:
     """One Keras layer's variables in PyTorch's layout, keyed by the link's Keras name."""
     t = [torch.from_numpy(np.array(a, dtype=np.float32)) for a in arrays]
-    label = f"Keras layer {name or link.theirs!r}"
+    label = f"Keras layer {name!r}" + (f" (expected {link.theirs})" if name != link.theirs else "")
     expected = {"conv": 1, "dwconv": 1, "conv_bias": 2, "conv_as_linear": 2, "linear": 2, "bn": 4}[link.kind]
     if len(t) != expected or (link.kind != "bn" and t[0].dim() != (2 if link.kind == "linear" else 4)):
-        raise MobileNetError(f"{label} holds {len(t)} arrays of shapes {[tuple(a.shape) for a in t]}, not what "
-                             f"{link.theirs} ({link.kind}) needs: is this the right --model?")
+        raise MobileNetError(f"{label} holds {len(t)} arrays of shapes {[tuple(a.shape) for a in t]}, not a "
+                             f"{link.kind} layer's: is this the right --model?")
     p = link.theirs
     if link.kind == "bn":
         return dict(zip((f"{p}.weight", f"{p}.bias", f"{p}.running_mean", f"{p}.running_var"), t))
