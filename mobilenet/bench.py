@@ -277,7 +277,9 @@ def _breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None:
 def _conv_kind(event) -> tuple[str | None, tuple[int, int, int] | None]:
     """``("depthwise" | "pointwise" | "conv", (M, K, N))`` for an outermost convolution op, else ``(None, None)``.
 
-    The weight is the last 4-D input of every conv op variant ((O, I/g, kh, kw)); the activation is the first.
+    The weight is the last 4-D input of every conv op variant ((O, I/g, kh, kw)) and the activation the 4-D input
+    just before it: ``aten::conv2d`` takes (input, weight, bias), the compiled graph's fused conv + add
+    ``mkldnn::_convolution_pointwise_`` takes (accumulator, input, weight, bias).
     """
     if event.name not in _CONV_OPS:
         return None, None
@@ -289,7 +291,7 @@ def _conv_kind(event) -> tuple[str | None, tuple[int, int, int] | None]:
     shapes = [s for s in (event.input_shapes or []) if len(s) == 4]
     if len(shapes) < 2:
         return None, None
-    inp, weight = shapes[0], shapes[-1]
+    inp, weight = shapes[-2], shapes[-1]
     out_chs, in_per_group, kh, kw = weight
     if kh == kw == 1 and in_per_group == inp[1]:
         # A 1×1 conv at stride 1 is a GEMM: M = B·H·W output positions, K input channels, N output channels.

@@ -1,0 +1,113 @@
+"""The benchmark harness in quick mode: every column is filled and consistent with the numbers it derives from."""
+
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import mobilenet
+from mobilenet.bench import Row, _conv_kind, gemm_peak, run_bench, time_call
+from mobilenet.errors import MobileNetError
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def report():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model gains nothing from a second thread; one keeps a shared machine steady
+    try:
+        yield run_bench(["mobilenet_v2"], batches=(1, 2), quick=True, repeats=2)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_every_backend_and_batch_is_measured(report):
+    got = {(r.backend, r.batch) for r in report.rows}
+    assert got == {(b, n) for b in ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8") for n in (1, 2)}
+
+
+def test_derived_columns_follow_from_latency(report):
+    mult_adds = mobilenet.count_cost(mobilenet.create_model("mobilenet_v2", alpha=0.25, resolution=64)).mult_adds
+    base = {r.batch: r.latency_ms for r in report.rows if r.backend == "torch"}
+    for r in report.rows:
+        assert r.mult_adds == mult_adds and r.latency_ms > 0
+        assert r.images_per_s == pytest.approx(1e3 * r.batch / r.latency_ms)
+        assert r.gmac_per_s == pytest.approx(mult_adds * r.images_per_s / 1e9)
+        assert r.pct_of_peak == pytest.approx(100 * 2 * r.gmac_per_s / report.gemm_peak_gflops)
+        assert r.speedup_vs_torch == pytest.approx(base[r.batch] / r.latency_ms)
+
+
+def test_breakdown_for_torch_backends_only(report):
+    by_kind = mobilenet.count_cost(mobilenet.create_model("mobilenet_v2", alpha=0.25, resolution=64)).by_kind()
+    for r in report.rows:
+        fields = (r.dw_time_pct, r.pw_time_pct, r.other_time_pct, r.pw_gmac_per_s, r.mm_gmac_per_s, r.pw_pct_of_mm)
+        if not r.backend.startswith("torch"):
+            assert all(f is None for f in fields)
+            continue
+        assert all(f is not None and f >= 0 for f in fields)
+        assert r.dw_time_pct > 0 and r.pw_time_pct > 0
+        assert r.other_time_pct == pytest.approx(max(0.0, 100 - r.dw_time_pct - r.pw_time_pct))
+        assert r.pw_madds_pct == pytest.approx(by_kind["pointwise"]["mult_adds_pct"])
+        assert r.dw_madds_pct == pytest.approx(by_kind["depthwise"]["mult_adds_pct"])
+        assert r.pw_pct_of_mm == pytest.approx(100 * r.pw_gmac_per_s / r.mm_gmac_per_s)
+
+
+def test_table_and_csv_have_every_column(report, tmp_path):
+    text = report.table()
+    for column in ("latency ms", "images/s", "GMAC/s", "% peak", "x eager", "time % dw/pw/other",
+                   "MAdds % dw/pw/other", "pointwise GMAC/s", "mm GMAC/s", "pw/mm %", "GEMM peak"):
+        assert column in text
+    path = report.write_csv(str(tmp_path / "b.csv"))
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == len(report.rows)
+    assert set(Row.__dataclass_fields__) <= set(rows[0])
+    assert report.csv_name().startswith("bench_") and "torch" in report.csv_name()
+
+
+def test_conv_kind_reads_weight_shapes():
+    def event(name, shapes, parent=None):
+        return SimpleNamespace(name=name, input_shapes=shapes, cpu_parent=parent)
+
+    # eager conv2d: (input, weight, bias); compiled binary conv: (other, input, weight, bias)
+    assert _conv_kind(event("aten::conv2d", [[2, 16, 8, 8], [32, 16, 1, 1], [32]])) == ("pointwise", (128, 16, 32))
+    assert _conv_kind(event("mkldnn::_convolution_pointwise_", [[1, 8, 4, 4], [1, 24, 4, 4], [8, 24, 1, 1], [8]])) \
+        == ("pointwise", (16, 24, 8))
+    assert _conv_kind(event("aten::conv2d", [[1, 32, 8, 8], [32, 1, 3, 3], [32]]))[0] == "depthwise"
+    assert _conv_kind(event("aten::conv2d", [[1, 3, 8, 8], [16, 3, 3, 3], [16]]))[0] == "conv"
+    outer = event("aten::conv2d", [[1, 3, 8, 8], [16, 3, 3, 3]])
+    assert _conv_kind(event("aten::convolution", [[1, 3, 8, 8], [16, 3, 3, 3]], parent=outer)) == (None, None)
+    assert _conv_kind(event("aten::add", [[1, 3, 8, 8], [1, 3, 8, 8]])) == (None, None)
+
+
+def test_timing_helpers():
+    calls = []
+    times = time_call(lambda: calls.append(1), 2, 5)
+    assert len(times) == 5 and len(calls) == 7 and all(t >= 0 for t in times)
+    assert gemm_peak(128, 2) > 0
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(MobileNetError, match="unknown backend"):
+        run_bench(["mobilenet_v1"], backends=["tensorrt"], quick=True)
+
+
+def test_cli_bench_quick_json_and_csv(tmp_path, capsys):
+    from mobilenet.cli.main import main
+
+    path = tmp_path / "out.csv"
+    assert main(["bench", "mobilenet_v1", "--quick", "--batch", "1", "--backend", "onnxruntime", "--repeats", "2",
+                 "--json", "--csv", str(path)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert {(r["backend"], r["batch"]) for r in lines} == {("torch", 1), ("onnxruntime", 1)}
+    for r in lines:
+        assert {"model", "backend", "batch", "latency_ms", "images_per_s"} <= set(r)
+        assert r["model"] == "mobilenet_v1"
+    assert path.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--batch", "0"])
+    assert exit_info.value.code == 2
