@@ -237,6 +237,7 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
     epoch, step, seen, history, best_top1 = 0, 0, 0, [], -1.0
+    totals = torch.zeros(3, dtype=torch.float64)  # this epoch's loss sum, correct, samples (all ranks)
     if ckpt is not None:
         load_state(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -246,6 +247,7 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
             load_state(ema.module, ckpt["ema"])
         epoch, step, seen = ckpt["epoch"], ckpt["step"], ckpt["seen"]
         history, best_top1 = list(ckpt["history"]), ckpt["best_top1"]
+        totals = ckpt["epoch_totals"].clone()
         if seen % world.size:
             raise MobileNetError(f"the checkpoint stopped {seen} samples into an epoch, which {world.size} "
                                  f"processes cannot split; resume with a world size dividing {seen}")
@@ -283,7 +285,7 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
                 "format": FORMAT, "version": VERSION, "config": asdict(cfg), "model_kwargs": model_kwargs,
                 "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "step": step, "seen": seen, "rng": rng_state(), "history": history,
+                "epoch": epoch, "step": step, "seen": seen, "epoch_totals": totals.clone(), "rng": rng_state(), "history": history,
                 "best_top1": best_top1, "metrics": metrics or {}, "class_names": list(bundle.class_names),
                 "mean": list(bundle.mean), "std": list(bundle.std), "in_chans": bundle.in_chans,
             }
@@ -303,7 +305,8 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
                 net.train()
                 bar = tqdm(total=steps_per_epoch, initial=seen // cfg.batch_size, desc=f"epoch {epoch + 1}/"
                            f"{cfg.epochs}", disable=not (world.main and cfg.progress), leave=False, unit="step")
-                totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples this epoch
+                if seen == 0:
+                    totals = torch.zeros(3, dtype=torch.float64)
                 tick = time.perf_counter()
                 for x, y in loader:
                     x = x.to(world.device, non_blocking=True, memory_format=fmt)
