@@ -5,12 +5,12 @@ import math
 
 import pytest
 
+import mobilenet.search as search_module
 from mobilenet import count_cost, create_model
 from mobilenet.cli import main
 from mobilenet.errors import MobileNetError
 from mobilenet.search import (DEFAULT_ALPHAS, DEFAULT_RESOLUTIONS, FAMILIES, Budget, Candidate, pareto_front,
                               search)
-import mobilenet.search as search_module
 
 
 def run(capsys, *argv):

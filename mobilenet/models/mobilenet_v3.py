@@ -16,9 +16,9 @@ last-conv widths are ``make_divisible(α·c, 8)``; each expansion is the table's
 block's actual rounded input, ``make_divisible(in·exp/in_table, 8)`` (torchvision rounds ``α·exp`` instead, which only
 differs at α ≠ 1 and gives 9 % fewer Mult-Adds at α = 0.75); the pre-logits width (1280 / 1024) is scaled only when
 α > 1, as in V2 and Keras. With these rules 16 of Table 9's 19 rows count to its printed Mult-Adds (rounded or
-truncated, as the paper prints), the other three within 1.4 %, and 17 of 19 rows match its printed params; Large 1.25 counts 8.26M params,
-printed 7.5, as if its head stayed 1280 wide (Small 1.25's printed 3.6M needs the scaled head), and Large 0.35 counts
-2.13M, printed 2.2.
+truncated, as the paper prints), the other three within 1.4 %, and 17 of 19 rows match its printed params: Large
+1.25 counts 8.26M params, printed 7.5, as if its head stayed 1280 wide (Small 1.25's printed 3.6M needs the scaled
+head), and Large 0.35 counts 2.13M, printed 2.2.
 
 Mult-Adds convention (what :func:`mobilenet.cost.count_cost` counts, V1 paper eq. 2 and 4): the multiply-accumulates
 of every conv (k·k·(M/groups)·N·D_F·D_F) and every linear layer (M·N); the squeeze-and-excite convs run on the pooled
