@@ -1,0 +1,477 @@
+"""Weight conversion against independent references.
+
+* torchvision and timm cannot be imported here, so the tests rebuild their module structure (the files named in
+  mobilenet/convert/torchvision.py and timm.py) as small replicas whose ``state_dict()`` has their exact key names;
+  the published parameter counts prove each replica is the published architecture, and its forward pass is the
+  reference the converted model must reproduce.
+* Keras 3 runs on the PyTorch backend, so Keras' own MobileNets are built, saved and converted, and the logits
+  compared on scikit-image's sample photos.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # before anything imports keras
+
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mobilenet import count_cost, create_model
+from mobilenet.cli.main import main
+from mobilenet.convert import export_weights, import_weights, source_model
+from mobilenet.errors import MobileNetError
+from mobilenet.layers import SamePad2d, make_divisible
+from mobilenet.weights import options_to_kwargs
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+class _Net(nn.Module):
+    """features → global average pool → classifier, as torchvision's MobileNets run."""
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential):
+        super().__init__()
+        self.features, self.classifier = features, classifier
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+# --- torchvision's structure (torchvision/models/mobilenetv2.py, mobilenetv3.py) -------------------------------
+
+def _cna(cin, cout, k=3, s=1, groups=1, act=nn.ReLU6, eps=1e-5):
+    layers = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=False), nn.BatchNorm2d(cout, eps=eps)]
+    return nn.Sequential(*layers, act()) if act else nn.Sequential(*layers)
+
+
+class _TvV2Block(nn.Module):
+    def __init__(self, inp, oup, stride, t):
+        super().__init__()
+        hidden, self.res = int(round(inp * t)), stride == 1 and inp == oup
+        layers = [] if t == 1 else [_cna(inp, hidden, 1)]
+        self.conv = nn.Sequential(*layers, _cna(hidden, hidden, 3, stride, hidden),
+                                  nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup))
+
+    def forward(self, x):
+        return x + self.conv(x) if self.res else self.conv(x)
+
+
+def tv_v2(width=1.0):
+    setting = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1)]
+    c = make_divisible(32 * width)
+    features = [_cna(3, c, 3, 2)]
+    for t, o, n, s in setting:
+        for i in range(n):
+            features.append(_TvV2Block(c, make_divisible(o * width), s if i == 0 else 1, t))
+            c = make_divisible(o * width)
+    last = make_divisible(1280 * max(1.0, width))
+    features.append(_cna(c, last, 1))
+    return _Net(nn.Sequential(*features), nn.Sequential(nn.Dropout(0.2), nn.Linear(last, 1000)))
+
+
+class _TvSE(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        squeeze = make_divisible(c // 4, 8)
+        self.fc1, self.relu, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.ReLU(), nn.Conv2d(squeeze, c, 1)
+
+    def forward(self, x):
+        return x * nn.functional.hardsigmoid(self.fc2(self.relu(self.fc1(nn.functional.adaptive_avg_pool2d(x, 1)))))
+
+
+class _TvV3Block(nn.Module):
+    def __init__(self, cin, k, exp, out, se, nl, s):
+        super().__init__()
+        act, self.res = (nn.Hardswish if nl == "HS" else nn.ReLU), s == 1 and cin == out
+        layers = [_cna(cin, exp, 1, act=act, eps=1e-3)] if exp != cin else []
+        layers.append(_cna(exp, exp, k, s, exp, act=act, eps=1e-3))
+        layers += [_TvSE(exp)] if se else []
+        self.block = nn.Sequential(*layers, _cna(exp, out, 1, act=None, eps=1e-3))
+
+    def forward(self, x):
+        return x + self.block(x) if self.res else self.block(x)
+
+
+TV_LARGE = [(16, 3, 16, 16, 0, "RE", 1), (16, 3, 64, 24, 0, "RE", 2), (24, 3, 72, 24, 0, "RE", 1),
+            (24, 5, 72, 40, 1, "RE", 2), (40, 5, 120, 40, 1, "RE", 1), (40, 5, 120, 40, 1, "RE", 1),
+            (40, 3, 240, 80, 0, "HS", 2), (80, 3, 200, 80, 0, "HS", 1), (80, 3, 184, 80, 0, "HS", 1),
+            (80, 3, 184, 80, 0, "HS", 1), (80, 3, 480, 112, 1, "HS", 1), (112, 3, 672, 112, 1, "HS", 1),
+            (112, 5, 672, 160, 1, "HS", 2), (160, 5, 960, 160, 1, "HS", 1), (160, 5, 960, 160, 1, "HS", 1)]
+TV_SMALL = [(16, 3, 16, 16, 1, "RE", 2), (16, 3, 72, 24, 0, "RE", 2), (24, 3, 88, 24, 0, "RE", 1),
+            (24, 5, 96, 40, 1, "HS", 2), (40, 5, 240, 40, 1, "HS", 1), (40, 5, 240, 40, 1, "HS", 1),
+            (40, 5, 120, 48, 1, "HS", 1), (48, 5, 144, 48, 1, "HS", 1), (48, 5, 288, 96, 1, "HS", 2),
+            (96, 5, 576, 96, 1, "HS", 1), (96, 5, 576, 96, 1, "HS", 1)]
+
+
+def tv_v3(setting, last_channel):
+    features = [_cna(3, 16, 3, 2, act=nn.Hardswish, eps=1e-3)] + [_TvV3Block(*row) for row in setting]
+    c = setting[-1][3]
+    features.append(_cna(c, 6 * c, 1, act=nn.Hardswish, eps=1e-3))
+    classifier = nn.Sequential(nn.Linear(6 * c, last_channel), nn.Hardswish(), nn.Dropout(0.2),
+                               nn.Linear(last_channel, 1000))
+    return _Net(nn.Sequential(*features), classifier)
+
+
+# --- timm's structure (timm/models/_efficientnet_blocks.py, efficientnet.py, mobilenetv3.py) -------------------
+
+class _TimmSE(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        rd = make_divisible(c * 0.25)
+        self.conv_reduce, self.conv_expand = nn.Conv2d(c, rd, 1), nn.Conv2d(rd, c, 1)
+
+    def forward(self, x):
+        s = self.conv_expand(torch.relu(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * nn.functional.hardsigmoid(s)
+
+
+class _TimmDS(nn.Module):  # DepthwiseSeparableConv
+    def __init__(self, cin, cout, k, s, act, pw_act, noskip, se=False):
+        super().__init__()
+        self.act, self.pw_act, self.skip = act(), pw_act, s == 1 and cin == cout and not noskip
+        self.conv_dw, self.bn1 = nn.Conv2d(cin, cin, k, s, k // 2, groups=cin, bias=False), nn.BatchNorm2d(cin)
+        self.se = _TimmSE(cin) if se else nn.Identity()
+        self.conv_pw, self.bn2 = nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        y = self.bn2(self.conv_pw(self.se(self.act(self.bn1(self.conv_dw(x))))))
+        y = self.act(y) if self.pw_act else y
+        return x + y if self.skip else y
+
+
+class _TimmIR(nn.Module):  # InvertedResidual
+    def __init__(self, cin, cout, k, s, e, act, se=False):
+        super().__init__()
+        mid, self.act, self.skip = make_divisible(cin * e), act(), s == 1 and cin == cout
+        self.conv_pw, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv_dw, self.bn2 = nn.Conv2d(mid, mid, k, s, k // 2, groups=mid, bias=False), nn.BatchNorm2d(mid)
+        self.se = _TimmSE(mid) if se else nn.Identity()
+        self.conv_pwl, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        y = self.act(self.bn2(self.conv_dw(self.act(self.bn1(self.conv_pw(x))))))
+        y = self.bn3(self.conv_pwl(self.se(y)))
+        return x + y if self.skip else y
+
+
+class _TimmCBA(nn.Module):  # ConvBnAct
+    def __init__(self, cin, cout, act):
+        super().__init__()
+        self.conv, self.bn1, self.act = nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), act()
+
+    def forward(self, x):
+        return self.act(self.bn1(self.conv(x)))
+
+
+class _TimmNet(nn.Module):
+    def __init__(self, stem, stages, act, head=None, efficient_head=None):
+        super().__init__()
+        self.conv_stem, self.bn1, self.act = nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), act()
+        self.blocks = nn.Sequential(*[nn.Sequential(*blocks) for blocks in stages])
+        c = [m for m in self.blocks.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+        self.head, self.efficient = head, efficient_head
+        if head:  # EfficientNet-style: conv_head + bn2 before pooling (V2)
+            self.conv_head, self.bn2 = nn.Conv2d(c, head, 1, bias=False), nn.BatchNorm2d(head)
+        if efficient_head:  # MobileNetV3: pooling, then conv_head with bias and the activation
+            self.conv_head = nn.Conv2d(c, efficient_head, 1)
+        self.classifier = nn.Linear(head or efficient_head or c, 1000)
+
+    def forward(self, x):
+        x = self.blocks(self.act(self.bn1(self.conv_stem(x))))
+        if self.head:
+            x = self.act(self.bn2(self.conv_head(x)))
+        x = x.mean((2, 3), keepdim=True)
+        if self.efficient:
+            x = self.act(self.conv_head(x))
+        return self.classifier(x.flatten(1))
+
+
+def timm_v1():
+    r6 = nn.ReLU6
+    ds = partial(_TimmDS, k=3, act=r6, pw_act=True, noskip=True)  # "dsa" blocks
+    stages = [[ds(32, 64, s=1)], [ds(64, 128, s=2), ds(128, 128, s=1)], [ds(128, 256, s=2), ds(256, 256, s=1)],
+              [ds(256, 512, s=2)] + [ds(512, 512, s=1) for _ in range(5)], [ds(512, 1024, s=2), ds(1024, 1024, s=1)]]
+    return _TimmNet(32, stages, r6)
+
+
+def timm_v2():
+    r6, stages, c = nn.ReLU6, [[_TimmDS(32, 16, 3, 1, nn.ReLU6, pw_act=False, noskip=False)]], 16
+    for o, n, s in [(24, 2, 2), (32, 3, 2), (64, 4, 2), (96, 3, 1), (160, 3, 2), (320, 1, 1)]:
+        stages.append([_TimmIR(c if i == 0 else o, o, 3, s if i == 0 else 1, 6, r6) for i in range(n)])
+        c = o
+    return _TimmNet(32, stages, r6, head=1280)
+
+
+def timm_v3(small: bool):
+    re, hs = nn.ReLU, nn.Hardswish
+    if small:  # the arch_def strings of _gen_mobilenet_v3, decoded
+        stages = [[_TimmDS(16, 16, 3, 2, re, pw_act=False, noskip=False, se=True)],
+                  [_TimmIR(16, 24, 3, 2, 4.5, re), _TimmIR(24, 24, 3, 1, 3.67, re)],
+                  [_TimmIR(24, 40, 5, 2, 4, hs, True), _TimmIR(40, 40, 5, 1, 6, hs, True),
+                   _TimmIR(40, 40, 5, 1, 6, hs, True)],
+                  [_TimmIR(40, 48, 5, 1, 3, hs, True), _TimmIR(48, 48, 5, 1, 3, hs, True)],
+                  [_TimmIR(48, 96, 5, 2, 6, hs, True)] + [_TimmIR(96, 96, 5, 1, 6, hs, True) for _ in range(2)],
+                  [_TimmCBA(96, 576, hs)]]
+        return _TimmNet(16, stages, hs, efficient_head=1024)
+    stages = [[_TimmDS(16, 16, 3, 1, re, pw_act=False, noskip=False)],
+              [_TimmIR(16, 24, 3, 2, 4, re), _TimmIR(24, 24, 3, 1, 3, re)],
+              [_TimmIR(24, 40, 5, 2, 3, re, True)] + [_TimmIR(40, 40, 5, 1, 3, re, True) for _ in range(2)],
+              [_TimmIR(40, 80, 3, 2, 6, hs), _TimmIR(80, 80, 3, 1, 2.5, hs), _TimmIR(80, 80, 3, 1, 2.3, hs),
+               _TimmIR(80, 80, 3, 1, 2.3, hs)],
+              [_TimmIR(80, 112, 3, 1, 6, hs, True), _TimmIR(112, 112, 3, 1, 6, hs, True)],
+              [_TimmIR(112, 160, 5, 2, 6, hs, True)] + [_TimmIR(160, 160, 5, 1, 6, hs, True) for _ in range(2)],
+              [_TimmCBA(160, 960, hs)]]
+    return _TimmNet(16, stages, hs, efficient_head=1280)
+
+
+# (library, model name, replica, published parameter count)
+REFERENCES = [
+    ("torchvision", "mobilenet_v2", tv_v2, 3_504_872),
+    ("torchvision", "mobilenet_v3_large", partial(tv_v3, TV_LARGE, 1280), 5_483_032),
+    ("torchvision", "mobilenet_v3_small", partial(tv_v3, TV_SMALL, 1024), 2_542_856),
+    ("timm", "mobilenetv1_100", timm_v1, 4_231_976),
+    ("timm", "mobilenetv2_100", timm_v2, 3_504_872),
+    ("timm", "mobilenetv3_large_100", partial(timm_v3, False), 5_483_032),
+    ("timm", "mobilenetv3_small_100", partial(timm_v3, True), 2_542_856),
+]
+IDS = [name for _, name, _, _ in REFERENCES]
+
+
+@pytest.mark.parametrize("library, name, make, params", REFERENCES, ids=IDS)
+def test_reference_layout_imports_exactly(library, name, make, params, tmp_path):
+    ref = _randomise(make())
+    assert sum(p.numel() for p in ref.parameters()) == params  # the replica is the published architecture
+    path = tmp_path / "ref.pth"
+    torch.save(ref.state_dict(), path)
+    model, info = import_weights(path, library, name)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = ref(x)
+        assert (model(x) - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+    assert sum(p.numel() for p in model.parameters()) == params
+    # And back: exactly the reference state dict, every key (BN counters included) and every value.
+    back, original = export_weights(model, library, name), ref.state_dict()
+    assert list(back) == list(original) or set(back) == set(original)
+    assert all(torch.equal(back[k], original[k]) for k in original)
+
+
+@pytest.mark.parametrize("library, name", [("torchvision", "mobilenet_v2"), ("timm", "mobilenetv2_050"),
+                                           ("timm", "mobilenetv1_100"), ("torchvision", "mobilenet_v3_small"),
+                                           ("timm", "mobilenetv3_large_100")])
+def test_round_trip_ours_to_source_layout_is_exact(library, name, tmp_path):
+    spec = source_model(library, name)
+    ours = _randomise(create_model(spec.model, alpha=spec.alpha or 1.0, **options_to_kwargs(spec.options)))
+    path = tmp_path / "theirs.pth"
+    export_weights(ours, library, name, path)
+    again, _ = import_weights(path, library, name)
+    a, b = ours.state_dict(), again.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_width_is_inferred_and_bn_eps_compensated(tmp_path):
+    ref = _randomise(tv_v2(width=0.5))
+    path = tmp_path / "v2_050.pth"
+    torch.save(ref.state_dict(), path)
+    model, info = import_weights(path, "torchvision", "mobilenet_v2")
+    assert info["options"]["alpha"] == 0.5 and model.alpha == 0.5
+    # Our weights with BN eps 1e-3 exported to torchvision (eps 1e-5): the running variance absorbs the difference.
+    ours = _randomise(create_model("mobilenet_v2", norm_layer=partial(nn.BatchNorm2d, eps=1e-3)))
+    ref = tv_v2().eval()
+    ref.load_state_dict(export_weights(ours, "torchvision", "mobilenet_v2"))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(ref(x), ours(x), atol=1e-5, rtol=1e-4)
+
+
+def test_mismatches_are_one_clear_error(tmp_path):
+    sd = _randomise(tv_v2()).state_dict()
+    path = tmp_path / "v2.pth"
+    torch.save(sd, path)
+    with pytest.raises(MobileNetError, match="no 'classifier.weight'.*mobilenetv2_100"):
+        import_weights(path, "timm", "mobilenetv2_100")
+    with pytest.raises(MobileNetError, match=r"shape mismatch: features\.0\.0\.weight \(32, 3, 3, 3\)"):
+        import_weights(path, "torchvision", "mobilenet_v2", alpha=0.5)
+    broken = dict(sd, **{"extra.weight": torch.zeros(1)})
+    del broken["features.3.conv.1.1.running_var"]
+    torch.save(broken, path)
+    with pytest.raises(MobileNetError, match=r"missing from the source: features\.3\.conv\.1\.1\.running_var; "
+                                             r"not used by the map: extra\.weight"):
+        import_weights(path, "torchvision", "mobilenet_v2")
+    with pytest.raises(MobileNetError, match="no map for timm model 'mobilenetv2_999'"):
+        import_weights(path, "timm", "mobilenetv2_999")
+    same = create_model("mobilenet_v2", padding="same")
+    with pytest.raises(MobileNetError, match="padding symmetric, these weights need same"):
+        export_weights(same, "torchvision", "mobilenet_v2")
+
+
+def test_tf_same_padding_matches_tensorflow_rule():
+    for k in (1, 3, 5):
+        for s in (1, 2):
+            pad = SamePad2d(k, s)
+            for n in range(1, 40):
+                total = max((math.ceil(n / s) - 1) * s + k - n, 0)  # TF's rule
+                left, right, top, bottom = pad.pads(n, n)
+                assert (top, bottom) == (total // 2, total - total // 2) == (left, right)
+                conv = nn.Conv2d(1, 1, k, s)
+                assert conv(pad(torch.zeros(1, 1, n, n))).shape[-1] == math.ceil(n / s)
+
+
+def test_cost_counter_follows_dynamic_padding():
+    model = create_model("mobilenet_v3_small", padding="same").eval()
+    sides = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: sides.__setitem__(name, tuple(o.shape[-2:])))
+             for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 97, 83))
+    for h in hooks:
+        h.remove()
+    rows = {r.name: (r.out_side, r.out_width) for r in count_cost(model, (97, 83)).layers}
+    assert {n: rows[n] for n in sides if n in rows} == {n: s for n, s in sides.items() if n in rows}
+    assert len([n for n in sides if n in rows]) > 40
+
+
+# --- Keras 3 on the PyTorch backend ------------------------------------------------------------------------------
+
+FAST_KERAS = [("MobileNet", 0.25, 128, ".weights.h5")]
+SLOW_KERAS = [("MobileNetV3Small", 1.0, 224, ".h5"), ("MobileNet", 1.0, 224, ".h5"), ("MobileNet", 1.0, 128, ".weights.h5"),
+              ("MobileNet", 0.25, 224, ".keras"), ("MobileNetV2", 1.0, 224, ".weights.h5"),
+              ("MobileNetV2", 0.35, 224, ".h5"), ("MobileNetV2", 0.35, 128, ".keras"),
+              ("MobileNetV3Large", 1.0, 224, ".weights.h5"), ("MobileNetV3Small", 1.0, 224, ".weights.h5")]
+
+
+def _photos(side: int) -> np.ndarray:
+    """scikit-image's sample photos (astronaut, cat, coffee) resized to side × side, 0..255 float RGB."""
+    data = pytest.importorskip("skimage.data")
+    from PIL import Image
+    return np.stack([np.asarray(Image.fromarray(f()).convert("RGB").resize((side, side), Image.BILINEAR),
+                                dtype=np.float32) for f in (data.astronaut, data.chelsea, data.coffee)])
+
+
+def _keras_model(which: str, alpha: float, side: int, path, classes: int = 1000):
+    keras = pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    if keras.backend.backend() != "torch":
+        pytest.skip("Keras runs on another backend in this process")
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, which)(weights=None, alpha=alpha, input_shape=(side, side, 3),
+                                               classes=classes, classifier_activation=None)
+    rng = np.random.default_rng(0)
+    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in model.layers:  # random BN scales/shifts and biases, so every tensor matters
+        w = layer.get_weights()
+        if layer in batch_norms:
+            layer.set_weights([rng.uniform(0.5, 1.5, w[0].shape), rng.normal(0, 0.2, w[1].shape), w[2], w[3]])
+            layer.momentum = 0.0
+        elif len(w) == 2:
+            layer.set_weights([w[0], rng.normal(0, 0.2, w[1].shape)])
+    # BN statistics measured on the photos (one training-mode pass with momentum 0), as a trained network has
+    # them: with arbitrary statistics the activations collapse and every image gets nearly the same logits.
+    model(_model_input(which, _photos(side)), training=True)
+    for layer in batch_norms:
+        layer.momentum = 0.99
+    if str(path).endswith(".weights.h5"):
+        model.save_weights(path)
+    else:
+        model.save(path)
+    return model
+
+
+def _model_input(which: str, x: np.ndarray) -> np.ndarray:
+    # Keras V1/V2 take preprocess_input's [-1, 1]; V3 rescales 0..255 itself.
+    return x if which.startswith("MobileNetV3") else x / 127.5 - 1
+
+
+def _keras_logits(model, x: np.ndarray) -> np.ndarray:
+    import keras
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _keras_parity(which, alpha, side, suffix, tmp_path):
+    path = tmp_path / f"{which}{suffix}"
+    km = _keras_model(which, alpha, side, path)
+    x = _photos(side)
+    expected = _keras_logits(km, _model_input(which, x))
+    assert np.abs(expected[0] - expected[1]).max() > 0.1  # the images get different logits: a meaningful check
+    model, info = import_weights(path, "keras", which)
+    assert info["options"]["alpha"] == alpha and info["options"]["padding"] == "same"
+    mean, std = (torch.tensor(info["preprocessing"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    images = (torch.from_numpy(x / 255).permute(0, 3, 1, 2).float() - mean) / std
+    with torch.no_grad():
+        got = model(images).numpy()
+    assert np.abs(got - expected).max() <= 1e-4
+    return model, images, expected
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("which, alpha, side, suffix", FAST_KERAS)
+def test_keras_logits_match(which, alpha, side, suffix, tmp_path):
+    model, images, expected = _keras_parity(which, alpha, side, suffix, tmp_path)
+    # Control: the same weights with PyTorch's symmetric padding are visibly off, so the check has teeth.
+    plain = create_model(model.name, alpha=alpha, num_classes=1000, padding="symmetric",
+                         **{k: v for k, v in options_to_kwargs(source_model("keras", which).options).items()
+                            if k != "padding"})
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert np.abs(plain.eval()(images).numpy() - expected).max() > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("which, alpha, side, suffix", SLOW_KERAS)
+def test_keras_logits_match_full_matrix(which, alpha, side, suffix, tmp_path):
+    _keras_parity(which, alpha, side, suffix, tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_keras_1001_classes_drop_background_and_cli(tmp_path, capsys):
+    path = tmp_path / "v1_1001.weights.h5"
+    km = _keras_model("MobileNet", 0.25, 128, path, classes=1001)
+    out = tmp_path / "v1.safetensors"
+    assert main(["convert", str(path), "--from", "keras", "--model", "MobileNet", "--out", str(out)]) == 0
+    assert "background logit dropped" in capsys.readouterr().out
+    model = create_model("mobilenet_v1", weights=out)
+    assert model.num_classes == 1000 and model.preprocessing["mean"] == (0.5, 0.5, 0.5)
+    x = _photos(128)
+    expected = _keras_logits(km, x / 127.5 - 1)[:, 1:]
+    with torch.no_grad():
+        got = model.eval()(torch.from_numpy(x / 127.5 - 1).permute(0, 3, 1, 2).float()).numpy()
+    assert np.abs(got - expected).max() <= 1e-4
+    # Wrong --model: one line on stderr, status 2.
+    assert main(["convert", str(path), "--from", "keras", "--model", "MobileNetV2", "--out", str(out)]) == 2
+    assert "is this the right --model?" in capsys.readouterr().err
+    # Keras weights have TF padding, which torchvision's V2 cannot express: refused, not silently wrong.
+    assert main(["convert", str(out), "--to", "timm", "--model", "mobilenetv1_100", "--out",
+                 str(tmp_path / "t.pth")]) == 2
+    assert "padding" in capsys.readouterr().err
+
+
+def test_cli_round_trip_through_torchvision(tmp_path, capsys):
+    ref = _randomise(tv_v2())
+    src = tmp_path / "mobilenet_v2.pth"
+    torch.save(ref.state_dict(), src)
+    ours, back = tmp_path / "ours.safetensors", tmp_path / "back.pth"
+    assert main(["convert", str(src), "--from", "torchvision", "--model", "mobilenet_v2", "--out", str(ours)]) == 0
+    assert main(["convert", str(ours), "--to", "torchvision", "--model", "mobilenet_v2", "--out", str(back)]) == 0
+    again = torch.load(back, weights_only=True)
+    assert set(again) == set(ref.state_dict())
+    assert all(torch.equal(again[k], v) for k, v in ref.state_dict().items())
+    assert "3,504,872 params" in capsys.readouterr().out
