@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -60,7 +60,8 @@ class TrainConfig:
         label_smoothing: target smoothing ε in [0, 1).
         dropout: dropout before the classifier; None keeps the model's default.
         ema: decay of an exponential moving average of the weights (e.g. 0.999); 0 disables it.
-        amp: bf16 autocast for the forward pass (CPU and CUDA).
+        amp: bf16 autocast for the forward pass (CPU and CUDA); None turns it on from ``AMP_MIN_RESOLUTION`` up,
+            where bf16 kernels outrun fp32 on the CPU (below it fp32 channels_last is faster; ``bench-train``).
         channels_last: NHWC memory format for model and inputs.
         seed: seeds data order, augmentation, initialisation and dropout.
         output: run directory; None means ``runs/<model>-<timestamp>``.
@@ -82,7 +83,7 @@ class TrainConfig:
     limit: int | None = None
     val_fraction: float = 0.1
     augment: str = "light"
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1
     optimizer: str = "sgd"
@@ -96,7 +97,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     dropout: float | None = None
     ema: float = 0.0
-    amp: bool = True
+    amp: bool | None = None
     channels_last: bool = True
     seed: int = 0
     output: str | None = None
@@ -115,6 +116,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
+AMP_MIN_RESOLUTION = 128
 # Options that may change when a run is resumed; every other option must equal the checkpoint's.
 RESUMABLE_CHANGES = {"epochs", "output", "resume", "checkpoint_every", "max_steps", "workers", "device", "amp",
                      "channels_last", "sync_bn", "progress"}
@@ -162,6 +164,7 @@ def train(cfg: TrainConfig, bundle=None) -> dict:
         MobileNetError: bad options or data, a resume that does not match, or a non-finite loss (the message
             names the step; the last good checkpoint is kept).
     """
+    cfg = replace(cfg)  # resolved in place below; the caller's object stays as given
     _check(cfg)
     world = distributed.setup(cfg.device)
     try:
@@ -210,6 +213,8 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
     output = distributed.broadcast(output if world.main else None, world)
     cfg.output = str(output)
     resolution = cfg.resolution or BASE_RESOLUTION
+    if cfg.amp is None:
+        cfg.amp = resolution >= AMP_MIN_RESOLUTION
     if cfg.batch_size % world.size:
         raise MobileNetError(f"batch_size {cfg.batch_size} must be divisible by the {world.size} processes")
     if cfg.sync_bn and world.device.type != "cuda":

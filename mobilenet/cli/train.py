@@ -96,7 +96,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    "evaluate it (default 0: off)")
     g = p.add_argument_group("speed and reproducibility")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=S,
-                   help="bf16 autocast for the forward pass (default on)")
+                   help="bf16 autocast for the forward pass (default: on at resolution >= 128, where it is faster "
+                   "on the CPU)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
                    help="NHWC memory format (default on)")
     g.add_argument("--seed", type=int, default=S, help=f"seeds data order, augmentation, weights and dropout; a "
