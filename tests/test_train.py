@@ -148,7 +148,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "mobilenet", "train", "--model", "mobilenet_v1", "--alpha", "0.25", "--resolution",
-           "32", "--limit", "256", "--batch-size", "8", "--epochs", "5", "--no-progress", "--output", str(out)]
+           "32", "--limit", "96", "--batch-size", "8", "--epochs", "5", "--no-progress", "--output", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
@@ -162,7 +162,7 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted at step" in stdout and "--resume" in stdout
     ckpt = read_checkpoint(out / "last.pt")
-    assert 2 <= ckpt["step"] < 5 * 32 and ckpt["step"] == len(step_losses(out))
+    assert 2 <= ckpt["step"] < 5 * 12 and ckpt["step"] == len(step_losses(out))
 
 
 def test_weight_decay_skips_depthwise_filters_norms_and_biases():
@@ -227,3 +227,37 @@ def test_two_process_ddp_step_equals_one_process_on_the_combined_batch(tmp_path)
     assert metrics["count"] == 20
     assert ckpt["history"][0]["val_top1"] == pytest.approx(metrics["top1"])
     assert single["top1"] is not None
+
+
+def test_cli_train_eval_predict_and_bench_train(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(["train", "--alpha", "0.25", "--resolution", "32", "--limit", "48", "--batch-size", "16",
+                "--epochs", "1", "--no-progress", "--output", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 3 and result["mult_adds"] > 0 and Path(result["checkpoint"]).exists()
+
+    assert cli(["eval", "--checkpoint", str(run), "--limit", "48", "--json", "--confusion",
+                str(tmp_path / "c.png")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["count"] == 48 and 0 <= metrics["top1"] <= metrics["top5"] <= 100
+    assert len(metrics["per_class"]) == 12 and sum(map(sum, metrics["confusion"])) == 48
+    assert metrics["top1"] == pytest.approx(result["top1"])  # the same weights and val images as in training
+    assert (tmp_path / "c.png").stat().st_size > 1000
+
+    from PIL import Image
+
+    from mobilenet.data.shapes import ShapesDataset
+    image = tmp_path / "shape.png"
+    Image.fromarray(ShapesDataset("val", 80).image(0).permute(1, 2, 0).numpy()).save(image)
+    assert cli(["predict", "--checkpoint", str(run / "best.pt"), str(image), "--top-k", "3", "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+    assert len(preds) == 3 and preds[0]["prob"] >= preds[1]["prob"] >= preds[2]["prob"]
+
+    assert cli(["train", "--resume", str(run), "--lr", "0.5", "--no-progress"]) == 2
+    assert "cannot resume with different options (lr:" in capsys.readouterr().err
+
+    assert cli(["bench-train", "mobilenet_v1", "--alpha", "0.25", "--resolution", "32", "--batch-size", "4",
+                "--steps", "1", "--rounds", "1", "--warmup", "0", "--json"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    speeds = {v["variant"]: v["images_per_s"] for v in bench["variants"]}
+    assert bench["ratio"] == pytest.approx(speeds["bf16 + channels_last"] / speeds["eager fp32 NCHW"])

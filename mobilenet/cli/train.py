@@ -182,6 +182,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
     path = _resume_path(TrainConfig(output=given.get("output"), resume=given["resume"]))
     stored = read_checkpoint(path)["config"]
+    stored.pop("max_steps", None)  # a stop point belongs to the command that set it, not to the run
     return TrainConfig.from_dict({**stored, **given, "resume": str(path)})
 
 
