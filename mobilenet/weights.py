@@ -296,7 +296,10 @@ def create_model_with_weights(builder: Callable[..., nn.Module], name: str, weig
     recorded = info.get("model")
     if recorded and recorded != name:
         raise MobileNetError(f"the weights are for {recorded}, not {name}")
-    model = builder(**{**options_to_kwargs(info.get("options", {})), **kwargs})
+    recorded_kwargs = options_to_kwargs(info.get("options", {}))
+    if "rho" in kwargs:  # an explicit ρ replaces the recorded resolution
+        recorded_kwargs.pop("resolution", None)
+    model = builder(**{**recorded_kwargs, **kwargs})
     load_state_dict_strict(model, state)
     pre = info.get("preprocessing") or {}
     model.preprocessing = {"mean": tuple(pre.get("mean", IMAGENET_MEAN)), "std": tuple(pre.get("std", IMAGENET_STD))}

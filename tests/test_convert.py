@@ -413,6 +413,8 @@ def _keras_parity(which, alpha, side, suffix, tmp_path):
     assert np.abs(expected[0] - expected[1]).max() > 0.1  # the images get different logits: a meaningful check
     model, info = import_weights(path, "keras", which)
     assert info["options"]["alpha"] == alpha and info["options"]["padding"] == "same"
+    if suffix != ".weights.h5":  # full-model files carry their input shape
+        assert model.resolution == side
     mean, std = (torch.tensor(info["preprocessing"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
     images = (torch.from_numpy(x / 255).permute(0, 3, 1, 2).float() - mean) / std
     with torch.no_grad():

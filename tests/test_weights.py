@@ -52,6 +52,7 @@ def test_recorded_options_are_applied(tf_style):
     assert {m.eps for m in loaded.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-3}
     assert any(isinstance(m, nn.ReLU6) for m in loaded.modules())
     assert loaded.preprocessing == {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    assert loaded.resolution == 64 and create_model("mobilenet_v1", weights=path, rho=0.5).resolution == 112
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), model(x))

@@ -144,6 +144,30 @@ def _keras3_layers(group) -> list[tuple[str, list[np.ndarray]]]:
     return layers
 
 
+def read_resolution(path: str | Path) -> int | None:
+    """The square input side a full-model Keras file (``.h5`` with a model config, ``.keras``) was built for."""
+    import json
+
+    import h5py
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+                config = json.loads(raw) if raw is not None else None
+        for layer in (config or {}).get("config", {}).get("layers", []):
+            if layer.get("class_name") == "InputLayer":
+                shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
+                sides = [s for s in shape[1:] if s not in (None, 3)]
+                return sides[0] if len(sides) == 2 and sides[0] == sides[1] else None
+    except (KeyError, TypeError, ValueError, OSError, IndexError):
+        return None
+    return None
+
+
 def to_torch_layout(path: str | Path, spec: SourceModel) -> dict[str, torch.Tensor]:
     """A Keras file's weights as a PyTorch-layout state dict keyed ``<Keras 3 layer name>.<tensor>``.
 
@@ -203,4 +227,5 @@ def import_keras(path: str | Path, model: str, alpha: float | None = None, resol
     if model not in MODELS:
         raise MobileNetError(f"unknown Keras model {model!r}; expected one of {', '.join(MODELS)}")
     spec = MODELS[model]
+    resolution = resolution or read_resolution(path)
     return import_state(spec, to_torch_layout(path, spec), alpha, resolution, drop_background)
