@@ -1,0 +1,102 @@
+"""``mobilenet reproduce``: the MobileNet papers' tables, claims and trade-off plots regenerated from this code.
+
+:func:`reproduce` runs the four parts in order and writes one self-contained report:
+
+1. :mod:`.tables`: V1 Tables 1-7, the 16-configuration α x resolution grid and V2 Table 2, counted exactly and set
+   beside the printed numbers;
+2. :mod:`.speed`: wall-clock time of one full 3x3 conv vs one depthwise separable layer;
+3. :mod:`.experiments`: Tables 4-7 and the grid trained at small scale with :func:`mobilenet.train.train`;
+4. :mod:`.claims` and :mod:`.report`: each claim checked against the run, the Markdown report, figures, CSV, JSON.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .claims import all_claims
+from .experiments import ExperimentConfig, run_experiments
+from .report import write_report
+from .speed import core_idea_speed
+from .tables import all_tables
+
+__all__ = ["ExperimentConfig", "reproduce"]
+
+
+def _machine() -> str:
+    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__} "
+            f"with {torch.get_num_threads()} threads, Python {platform.python_version()}")
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def choose_threads(threads: int | None) -> tuple[int, str]:
+    """The intra-op thread count to use, and why.
+
+    On a CPU shared with other busy processes, several OpenMP threads per process spin at every barrier while the
+    cores are taken, which made training here up to 20x slower than one thread. So unless a count is given, one
+    thread is used when the load average already exceeds half the cores, and torch's default otherwise.
+    """
+    if threads is not None:
+        return threads, "set by --threads"
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0] > cores / 2
+    except OSError:
+        busy = False
+    if busy:
+        return 1, f"1-minute load average above {cores / 2:g} at the start: one thread avoids oversubscription"
+    return torch.get_num_threads(), "torch's default"
+
+
+def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: bool = False,
+              speed_repeats: int = 20, threads: int | None = None, command: str = "mobilenet reproduce") -> Path:
+    """Runs the whole reproduction and writes the report under ``out``.
+
+    Args:
+        out: report directory (created; existing report files are overwritten).
+        experiments: what to train (:class:`ExperimentConfig`, or ``ExperimentConfig.quick()``).
+        quick: marks the report as a smoke test.
+        speed_repeats: timed calls per variant in the core-idea speed test.
+        threads: intra-op threads for training and timing; None chooses by :func:`choose_threads`.
+        command: the command line recorded in the report.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    started = time.time()
+    load_start = _load()
+    n_threads, why_threads = choose_threads(threads)
+    torch.set_num_threads(n_threads)
+    phases = {}
+    tick = time.time()
+    tables = all_tables()
+    phases["tables"] = time.time() - tick
+
+    tick = time.time()
+    speed = core_idea_speed(repeats=speed_repeats)
+    speed["load"] = _load()
+    phases["speed"] = time.time() - tick
+
+    tick = time.time()
+    exp = run_experiments(experiments)
+    phases["experiments"] = time.time() - tick
+
+    claims = all_claims(speed, exp, len(exp["class_names"]) or 1000, exp["resolutions"])
+    meta = {
+        "command": command, "quick": quick, "seconds": time.time() - started, "phases": phases,
+        "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{_machine()} ({why_threads}); load average (1/5/15 min) {load_start} at the start, "
+                   f"{_load()} at the end",
+    }
+    return write_report(Path(out), meta, tables, speed, exp, claims)

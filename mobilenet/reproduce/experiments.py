@@ -1,0 +1,232 @@
+"""The paper's accuracy experiments (V1 Tables 4-7 and the α x ρ grid of Figures 4-5) at small scale.
+
+Every model is trained from scratch with the project's own training loop (:func:`mobilenet.train.train`) on the
+embedded "shapes" data (or a user's dataset) at a proportionally reduced resolution: ρ = 1 is ``base_resolution``
+pixels instead of 224, and the paper's ρ = 6/7, 5/7, 4/7 (192, 160, 128 at full scale) become
+``round(base · ρ)`` (55, 46 and 37 for the default base of 64). Every row gets the same data, schedule and number of
+steps; nothing is tuned per model.
+
+Runs are ordered by how much the report needs them: Table 4's pair first, then Table 5's, then the rest of the
+grid at the first seed, then the extra seeds in the same order. A run that would not fit the time budget is
+skipped and reported as skipped, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from ..cost import count_cost
+from .speed import inference_seconds_per_image
+
+ALPHAS = (1.0, 0.75, 0.5, 0.25)  # Table 6's width multipliers
+RHOS = (Fraction(1), Fraction(6, 7), Fraction(5, 7), Fraction(4, 7))  # Table 7: 224, 192, 160, 128 over 224
+_NAMES = {"mobilenet_v1": "MobileNet", "mobilenet_v1_conv": "Conv MobileNet", "mobilenet_v1_shallow":
+          "Shallow MobileNet"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model configuration to train: a registered V1 variant at (α, ρ)."""
+
+    model: str
+    alpha: float
+    rho: Fraction
+    resolution: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}-a{self.alpha:g}-r{self.resolution}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.alpha:g} {_NAMES[self.model]}-{self.resolution}"
+
+
+@dataclass
+class ExperimentConfig:
+    """What to train and for how long. Defaults are the full run; :meth:`quick` the smoke-test size.
+
+    Attributes:
+        data: embedded dataset name or a dataset path (as ``mobilenet train --data``).
+        base_resolution: the input side that stands for ρ = 1 (224 in the paper).
+        limit: training (and validation/test) samples used per split; None uses all.
+        epochs: passes over the training samples, the same for every model.
+        batch_size: images per step.
+        lr: peak SGD learning rate (cosine schedule after a short warm-up).
+        seeds: seeds per configuration; seeds after the first run only while the budget allows.
+        budget_s: seconds the training phase may take in all; None for no limit.
+        timing_repeats: timed batches per inference-time measurement (the median is kept).
+        workdir: where run directories go (deleted after each run unless ``keep_runs``); None for a temp dir.
+        keep_runs: keep every run's checkpoints and logs.
+        progress: show progress bars.
+    """
+
+    data: str = "shapes"
+    base_resolution: int = 64
+    limit: int | None = 2000
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.1
+    seeds: int = 2
+    budget_s: float | None = 50 * 60
+    timing_repeats: int = 5
+    workdir: str | None = None
+    keep_runs: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # further TrainConfig fields, recorded in the report
+
+    @classmethod
+    def quick(cls, **overrides) -> ExperimentConfig:
+        """The same runs, few samples and one epoch: a smoke test of the whole pipeline in a couple of minutes."""
+        return cls(**{"limit": 96, "epochs": 1, "seeds": 1, "timing_repeats": 2, "budget_s": None, **overrides})
+
+    def resolutions(self) -> dict[Fraction, int]:
+        """ρ -> input side: ``round(base_resolution · ρ)``."""
+        return {rho: max(1, round(self.base_resolution * rho)) for rho in RHOS}
+
+
+def plan(resolutions: dict[Fraction, int]) -> list[RunSpec]:
+    """Every configuration, in priority order: Table 4, Table 5, then the rest of the α x ρ grid."""
+    base = resolutions[Fraction(1)]
+    first = [RunSpec("mobilenet_v1", 1.0, Fraction(1), base), RunSpec("mobilenet_v1_conv", 1.0, Fraction(1), base),
+             RunSpec("mobilenet_v1", 0.75, Fraction(1), base),
+             RunSpec("mobilenet_v1_shallow", 1.0, Fraction(1), base)]
+    grid = [RunSpec("mobilenet_v1", a, rho, r) for rho, r in resolutions.items() for a in ALPHAS]
+    return first + [s for s in grid if s not in first]
+
+
+def table_rows(resolutions: dict[Fraction, int]) -> dict[str, list[RunSpec]]:
+    """Which configurations make up each of the paper's accuracy tables."""
+    base = resolutions[Fraction(1)]
+    return {
+        "table4": [RunSpec("mobilenet_v1_conv", 1.0, Fraction(1), base),
+                   RunSpec("mobilenet_v1", 1.0, Fraction(1), base)],
+        "table5": [RunSpec("mobilenet_v1", 0.75, Fraction(1), base),
+                   RunSpec("mobilenet_v1_shallow", 1.0, Fraction(1), base)],
+        "table6": [RunSpec("mobilenet_v1", a, Fraction(1), base) for a in ALPHAS],
+        "table7": [RunSpec("mobilenet_v1", 1.0, rho, r) for rho, r in resolutions.items()],
+        "grid": [RunSpec("mobilenet_v1", a, rho, r) for a in ALPHAS for rho, r in resolutions.items()],
+    }
+
+
+def _train_config(cfg: ExperimentConfig, spec: RunSpec, seed: int, output: Path):
+    from ..train import TrainConfig
+
+    # fp32 and NCHW for every model, so no row gets different numerics or a layout that favours one block type.
+    return TrainConfig(
+        model=spec.model, alpha=spec.alpha, resolution=spec.resolution, data=cfg.data, limit=cfg.limit,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=min(1.0, 0.3 * cfg.epochs),
+        amp=False, channels_last=False, seed=seed, output=str(output), progress=cfg.progress,
+        **cfg.extra,
+    )
+
+
+def _run_one(cfg: ExperimentConfig, spec: RunSpec, seed: int, bundle, workdir: Path) -> dict:
+    from ..train import load_checkpoint, train
+
+    output = workdir / f"{spec.key}-seed{seed}"
+    result = train(_train_config(cfg, spec, seed, output), bundle=bundle)
+    model, _ = load_checkpoint(result["last"])  # the last epoch: no model is picked by its validation score
+    cost = count_cost(model, spec.resolution)
+    test = result.get("test")
+    row = {
+        "key": spec.key, "label": spec.label, "model": spec.model, "alpha": spec.alpha, "rho": str(spec.rho),
+        "resolution": spec.resolution, "seed": seed, "status": "done",
+        "top1": test["top1"] if test else result["top1"], "top5": test["top5"] if test else result["top5"],
+        "split": "test" if test else "val", "val_top1": result["top1"],
+        "mult_adds": cost.mult_adds, "params": cost.params,
+        "ms_per_image": 1000 * inference_seconds_per_image(model, spec.resolution, repeats=cfg.timing_repeats),
+        "train_seconds": result["seconds"], "steps": result["steps"],
+        "images_per_s": result["history"][-1]["images_per_s"] if result["history"] else None,
+    }
+    if not cfg.keep_runs:
+        shutil.rmtree(output, ignore_errors=True)
+    return row
+
+
+def run_experiments(cfg: ExperimentConfig) -> dict:
+    """Trains every planned configuration (seed 0 first, then extra seeds while the budget allows).
+
+    Returns:
+        ``{"config": ..., "resolutions": {ρ: side}, "runs": [per-run dicts], "rows": [per-configuration
+        summaries], "tables": {table: [keys]}, "class_names": [...], "data": ...}``.
+    """
+    from tqdm.auto import tqdm
+
+    from ..data import load_data
+
+    resolutions = cfg.resolutions()
+    specs = plan(resolutions)
+    bundles = {}
+    workdir = Path(cfg.workdir) if cfg.workdir else Path(tempfile.mkdtemp(prefix="mobilenet-reproduce-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started, runs, seconds = time.time(), [], {}
+    order = [(spec, seed) for seed in range(cfg.seeds) for spec in specs]
+    bar = tqdm(order, desc="reproduce: training", unit="run", disable=not cfg.progress)
+    try:
+        for spec, seed in bar:
+            bar.set_postfix_str(f"{spec.label} seed {seed}")
+            elapsed = time.time() - started
+            estimate = seconds.get(spec.key, statistics.mean(seconds.values()) if seconds else 0.0)
+            if cfg.budget_s is not None and elapsed + (estimate if seed else 0.0) > cfg.budget_s:
+                runs.append({**_spec_dict(spec), "seed": seed, "status": "skipped (time budget)"})
+                continue
+            if spec.resolution not in bundles:
+                bundles[spec.resolution] = load_data(cfg.data, resolution=spec.resolution, seed=0,
+                                                     augment="light", limit=cfg.limit)
+            row = _run_one(cfg, spec, seed, bundles[spec.resolution], workdir)
+            seconds.setdefault(spec.key, time.time() - started - elapsed)
+            runs.append(row)
+    finally:
+        bar.close()
+        if not cfg.workdir and not cfg.keep_runs:
+            shutil.rmtree(workdir, ignore_errors=True)
+    any_bundle = next(iter(bundles.values()), None)
+    return {
+        "config": {**asdict(cfg), "workdir": None},
+        "resolutions": {str(rho): r for rho, r in resolutions.items()},
+        "runs": runs,
+        "rows": summarize(runs),
+        "tables": {name: [s.key for s in members] for name, members in table_rows(resolutions).items()},
+        "class_names": list(any_bundle.class_names) if any_bundle else [],
+        "train_samples": len(any_bundle.train) if any_bundle else 0,
+        "eval_samples": len(any_bundle.test if any_bundle.test is not None else any_bundle.val) if any_bundle else 0,
+        "seconds": time.time() - started,
+    }
+
+
+def _spec_dict(spec: RunSpec) -> dict:
+    return {"key": spec.key, "label": spec.label, "model": spec.model, "alpha": spec.alpha, "rho": str(spec.rho),
+            "resolution": spec.resolution}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per configuration: mean accuracy over its finished seeds, the spread (max - min), cost and time."""
+    rows: dict[str, dict] = {}
+    for run in runs:
+        row = rows.setdefault(run["key"], {k: run[k] for k in ("key", "label", "model", "alpha", "rho",
+                                                                 "resolution")} | {"done": [], "skipped": 0})
+        if run["status"] == "done":
+            row["done"].append(run)
+        else:
+            row["skipped"] += 1
+    out = []
+    for row in rows.values():
+        done = row.pop("done")
+        if done:
+            accs = [r["top1"] for r in done]
+            row.update(top1=statistics.mean(accs), top1_min=min(accs), top1_max=max(accs),
+                       spread=max(accs) - min(accs), seeds=[r["seed"] for r in done], top1_by_seed=accs,
+                       mult_adds=done[0]["mult_adds"], params=done[0]["params"],
+                       ms_per_image=statistics.median(r["ms_per_image"] for r in done),
+                       train_seconds=sum(r["train_seconds"] for r in done), split=done[0]["split"])
+        else:
+            row.update(top1=None, seeds=[])
+        out.append(row)
+    return out
