@@ -165,6 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, default=5, help="timed steps per round (default 5)")
     p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median kept (default 3)")
     p.add_argument("--warmup", type=_count, default=2, help="untimed steps per variant (default 2)")
+    p.add_argument("--all-variants", action="store_true",
+                   help="also time fp32 + channels_last and bf16 NCHW, to see what each change contributes")
     p.add_argument("--convergence", type=positive_int, metavar="EPOCHS",
                    help="also train the default demo model this many epochs with and without the fast path")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -289,12 +291,13 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_bench_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from ..bench_train import BASELINE, DEFAULT_PATH, bench_train
+    from ..bench_train import BASELINE, DEFAULT_PATH, VARIANTS, bench_train
 
-    total = 4 * (args.warmup + args.rounds * args.steps)
+    variants = list(VARIANTS) if args.all_variants else [BASELINE, DEFAULT_PATH]
+    total = len(variants) * (args.warmup + args.rounds * args.steps)
     with tqdm(total=total, desc="bench-train", unit="step", leave=False, disable=args.json) as bar:
         rows = bench_train(args.model, args.alpha, args.resolution, args.batch_size, args.steps, args.rounds,
-                           args.warmup, progress=bar.update)
+                           args.warmup, variants, progress=bar.update)
     base = next(r.images_per_s for r in rows if r.variant == BASELINE)
     fast = next(r.images_per_s for r in rows if r.variant == DEFAULT_PATH)
     out = {"model": args.model, "alpha": args.alpha, "resolution": args.resolution, "batch": args.batch_size,
