@@ -1,4 +1,4 @@
-"""The training loop (one process or torchrun DDP), evaluation, and loading a trained model back.
+"""The training loop, in one process or under torchrun DDP.
 
 One path serves both: a single process is a world of size 1; under ``torchrun`` every process trains on its share
 of each global batch, DDP averages the gradients, only rank 0 logs and saves, and every rank's random seed is
@@ -17,17 +17,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from . import distributed
 from .checkpoint import FORMAT, VERSION, load_state, read_checkpoint, rng_state, save_atomic, set_rng_state
 from .cost import count_cost
 from .errors import MobileNetError
+from .evaluate import evaluate, load_checkpoint
 from .models import create_model
 from .models.base import BASE_RESOLUTION
 from .optim import OPTIMIZERS, SCHEDULES, LRFactor, ModelEMA, make_optimizer
 from .resumable import ResumableSampler, SeededSamples, StopSignal, seed_all, set_sampling_epoch
 from .trainlog import RunLog, check_fresh, default_output, plot_curves
+
+__all__ = ["TrainConfig", "evaluate", "load_checkpoint", "train"]
 
 
 @dataclass
@@ -290,7 +293,8 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
                 "format": FORMAT, "version": VERSION, "config": asdict(cfg), "model_kwargs": model_kwargs,
                 "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "step": step, "seen": seen, "epoch_totals": totals.clone(), "rng": rng_state(), "history": history,
+                "epoch": epoch, "step": step, "seen": seen, "epoch_totals": totals.clone(), "rng": rng_state(),
+                "history": history,
                 "best_top1": best_top1, "metrics": metrics or {}, "class_names": list(bundle.class_names),
                 "mean": list(bundle.mean), "std": list(bundle.std), "in_chans": bundle.in_chans,
             }
@@ -392,73 +396,3 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
                                          f"{cfg.model} alpha={cfg.alpha} resolution={resolution}"))
     result["seconds"] = time.time() - started
     return result
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int = 128, *, amp: bool = False, channels_last: bool = False,
-             world: distributed.World | None = None, workers: int = 0, num_classes: int | None = None) -> dict:
-    """Top-1/top-5 accuracy, mean loss, per-class accuracy and the confusion matrix of ``model`` on ``dataset``.
-
-    Under DDP (``world``) each rank evaluates every ``world.size``-th sample and the counts are summed, so the
-    result is exact and the same on every rank.
-
-    Returns:
-        ``top1``, ``top5`` (percent; top-5 is top-k with k = min(5, classes)), ``loss``, ``count``,
-        ``per_class`` (percent per class, None for a class without samples), ``confusion`` (rows: true class,
-        columns: predicted).
-    """
-    world = world or distributed.World(device=next(model.parameters()).device)
-    classes = num_classes or model.num_classes
-    shard = Subset(dataset, range(world.rank, len(dataset), world.size)) if world.distributed else dataset
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    was_training = model.training
-    model.eval()
-    confusion = torch.zeros(classes, classes, dtype=torch.float64)
-    extra = torch.zeros(2, dtype=torch.float64)  # top-k correct, loss sum
-    k = min(5, classes)
-    for x, y in loader:
-        x = x.to(world.device, memory_format=fmt)
-        with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        logits, y = logits.float().cpu(), y.cpu()
-        confusion.index_put_((y, logits.argmax(1)), torch.ones(len(y), dtype=torch.float64), accumulate=True)
-        extra[0] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
-        extra[1] += F.cross_entropy(logits, y, reduction="sum").double()
-    model.train(was_training)
-    totals = distributed.sum_tensor(torch.cat([confusion.flatten(), extra]), world)
-    confusion = totals[:-2].view(classes, classes)
-    count = float(confusion.sum())
-    if count == 0:
-        raise MobileNetError("the evaluation split is empty")
-    rows = confusion.sum(1)
-    return {
-        "top1": float(100 * confusion.diag().sum() / count), "top5": float(100 * totals[-2] / count),
-        "loss": float(totals[-1] / count), "count": int(count),
-        "per_class": [float(100 * confusion[i, i] / rows[i]) if rows[i] else None for i in range(classes)],
-        "confusion": confusion.long().tolist(),
-    }
-
-
-def load_checkpoint(path, model: nn.Module | None = None, use_ema: bool = True) -> tuple[nn.Module, dict]:
-    """Rebuilds the trained model from a checkpoint (or loads the weights into ``model``), in eval mode.
-
-    Args:
-        path: a ``last.pt``/``best.pt`` file, or a run directory (its ``best.pt``, else ``last.pt``).
-        model: load into this model instead of rebuilding the stored architecture; a model that does not fit
-            raises one :class:`MobileNetError` listing every mismatched key and shape.
-        use_ema: take the EMA weights when the run kept them.
-
-    Returns:
-        ``(model, checkpoint)``; the checkpoint dict has ``class_names``, ``mean``, ``std``, ``in_chans``,
-        ``config``, ``metrics``, ``epoch``, ``step`` ...
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    ckpt = read_checkpoint(path)
-    if model is None:
-        model = create_model(ckpt["config"]["model"], **ckpt["model_kwargs"])
-    weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    load_state(model, weights)
-    return model.eval(), ckpt

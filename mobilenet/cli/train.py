@@ -88,7 +88,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=_non_negative, default=S,
                    help=f"linear warm-up length (default {_D.warmup_epochs})")
     g.add_argument("--step-epochs", type=positive_int, default=S,
-                   help=f"step schedule: multiply the rate by --gamma every this many epochs (default {_D.step_epochs})")
+                   help=f"step schedule: the rate x --gamma every this many epochs (default {_D.step_epochs})")
     g.add_argument("--gamma", type=positive_float, default=S, help=f"step schedule factor (default {_D.gamma})")
     g.add_argument("--label-smoothing", type=_fraction, default=S, help=f"(default {_D.label_smoothing})")
     g.add_argument("--ema", type=_fraction, default=S,

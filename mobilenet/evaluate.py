@@ -1,0 +1,85 @@
+"""Evaluating a model on a dataset (in one process or sharded under DDP), and loading a trained model back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from . import distributed
+from .checkpoint import load_state, read_checkpoint
+from .errors import MobileNetError
+from .models import create_model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, batch_size: int = 128, *, amp: bool = False, channels_last: bool = False,
+             world: distributed.World | None = None, workers: int = 0, num_classes: int | None = None) -> dict:
+    """Top-1/top-5 accuracy, mean loss, per-class accuracy and the confusion matrix of ``model`` on ``dataset``.
+
+    Under DDP (``world``) each rank evaluates every ``world.size``-th sample and the counts are summed, so the
+    result is exact and the same on every rank.
+
+    Returns:
+        ``top1``, ``top5`` (percent; top-5 is top-k with k = min(5, classes)), ``loss``, ``count``,
+        ``per_class`` (percent per class, None for a class without samples), ``confusion`` (rows: true class,
+        columns: predicted).
+    """
+    world = world or distributed.World(device=next(model.parameters()).device)
+    classes = num_classes or model.num_classes
+    shard = Subset(dataset, range(world.rank, len(dataset), world.size)) if world.distributed else dataset
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(classes, classes, dtype=torch.float64)
+    extra = torch.zeros(2, dtype=torch.float64)  # top-k correct, loss sum
+    k = min(5, classes)
+    for x, y in loader:
+        x = x.to(world.device, memory_format=fmt)
+        with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        logits, y = logits.float().cpu(), y.cpu()
+        confusion.index_put_((y, logits.argmax(1)), torch.ones(len(y), dtype=torch.float64), accumulate=True)
+        extra[0] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
+        extra[1] += F.cross_entropy(logits, y, reduction="sum").double()
+    model.train(was_training)
+    totals = distributed.sum_tensor(torch.cat([confusion.flatten(), extra]), world)
+    confusion = totals[:-2].view(classes, classes)
+    count = float(confusion.sum())
+    if count == 0:
+        raise MobileNetError("the evaluation split is empty")
+    rows = confusion.sum(1)
+    return {
+        "top1": float(100 * confusion.diag().sum() / count), "top5": float(100 * totals[-2] / count),
+        "loss": float(totals[-1] / count), "count": int(count),
+        "per_class": [float(100 * confusion[i, i] / rows[i]) if rows[i] else None for i in range(classes)],
+        "confusion": confusion.long().tolist(),
+    }
+
+
+def load_checkpoint(path, model: nn.Module | None = None, use_ema: bool = True) -> tuple[nn.Module, dict]:
+    """Rebuilds the trained model from a checkpoint (or loads the weights into ``model``), in eval mode.
+
+    Args:
+        path: a ``last.pt``/``best.pt`` file, or a run directory (its ``best.pt``, else ``last.pt``).
+        model: load into this model instead of rebuilding the stored architecture; a model that does not fit
+            raises one :class:`MobileNetError` listing every mismatched key and shape.
+        use_ema: take the EMA weights when the run kept them.
+
+    Returns:
+        ``(model, checkpoint)``; the checkpoint dict has ``class_names``, ``mean``, ``std``, ``in_chans``,
+        ``config``, ``metrics``, ``epoch``, ``step`` ...
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
+    ckpt = read_checkpoint(path)
+    if model is None:
+        model = create_model(ckpt["config"]["model"], **ckpt["model_kwargs"])
+    weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    load_state(model, weights)
+    return model.eval(), ckpt
