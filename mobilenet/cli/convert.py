@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from ..convert import EXPORT_TARGETS, SOURCES, convert, export_weights, source_model
 from ..errors import MobileNetError
@@ -22,13 +23,15 @@ def _three_floats(text: str) -> tuple[float, float, float]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    names = "; ".join(f"{lib}: {', '.join(models)}" for lib, models in SOURCES.items())
+    names = "\n".join(textwrap.fill(f"{lib}: {', '.join(models)}", 100, initial_indent="  ",
+                                     subsequent_indent="    ") for lib, models in SOURCES.items())
     p = sub.add_parser(
         "convert", help="convert torchvision/timm/Keras MobileNet weights to ours, or ours to torchvision/timm",
-        description="Convert another library's MobileNet weights into this package's layout (safetensors whose "
-                    "metadata records the source's padding, BN eps, activation and preprocessing, so that "
-                    "create_model(NAME, weights=OUT) reproduces the source's outputs), or convert our weights to "
-                    "torchvision's or timm's state-dict layout. Known source models: " + names + ".",
+        description=textwrap.fill(
+            "Convert another library's MobileNet weights into this package's layout (safetensors whose metadata "
+            "records the source's padding, BN eps, activation and preprocessing, so that "
+            "create_model(NAME, weights=OUT) reproduces the source's outputs), or convert our weights to "
+            "torchvision's or timm's state-dict layout.", 100) + "\n\nsource models (--model):\n" + names,
         epilog="examples:\n"
                "  mobilenet convert mobilenet_v2-b0353104.pth --from torchvision --model mobilenet_v2 "
                "--out mnv2.safetensors\n"

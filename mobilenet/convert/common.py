@@ -120,8 +120,9 @@ def import_state(spec: SourceModel, theirs: dict[str, torch.Tensor], alpha: floa
         ``(model, info)``: the loaded model in eval mode and the metadata to store with its weights.
     """
     if spec.classifier not in theirs:
-        raise MobileNetError(f"the source has no {spec.classifier!r}, so it is not a {spec.name} state dict "
-                             f"(first keys: {', '.join(list(theirs)[:_MAX_LISTED])})")
+        raise MobileNetError(f"the source has no {spec.classifier!r}, so it is not a {spec.name} with its "
+                             f"classifier (files without one, e.g. Keras include_top=False, are not supported; "
+                             f"first keys: {', '.join(list(theirs)[:_MAX_LISTED])})")
     num_classes = int(theirs[spec.classifier].shape[0])
     dropped = drop_background and num_classes == 1001
     alpha = infer_alpha(spec, theirs, alpha)
