@@ -126,6 +126,10 @@ def test_mismatches_are_one_clear_error(tmp_path):
 
 
 def test_tf_same_padding_matches_tensorflow_rule():
+    from mobilenet.layers import ConvBNAct
+    with pytest.raises(ValueError, match="padding must be one of symmetric, same"):
+        ConvBNAct(3, 8, padding="valid")
+    assert not hasattr(ConvBNAct(3, 8, 3, 1, padding="same"), "pad")  # stride 1, odd kernel: symmetric already
     for k in (1, 3, 5):
         for s in (1, 2):
             pad = SamePad2d(k, s)
