@@ -305,7 +305,7 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
     from tqdm.auto import tqdm
 
     per_rank = cfg.batch_size // world.size
-    interrupted = stopped = False
+    interrupted, stopped = False, cfg.max_steps is not None and step >= cfg.max_steps
     metrics: dict = {}
     with StopSignal() as stop:
         try:
