@@ -74,6 +74,7 @@ def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: b
     Returns:
         The path of ``report.md``.
     """
+    experiments.check()
     started = time.time()
     load_start = _load()
     n_threads, why_threads = choose_threads(threads)

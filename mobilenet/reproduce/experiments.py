@@ -86,19 +86,23 @@ class ExperimentConfig:
         """The same runs, few samples and one epoch: a smoke test of the whole pipeline in a couple of minutes."""
         return cls(**{"limit": 96, "epochs": 1, "seeds": 1, "timing_repeats": 2, "budget_s": None, **overrides})
 
+    def check(self) -> None:
+        """Opens the dataset once, so a wrong ``data`` fails with one clear error before any work starts."""
+        from ..data import load_data
+
+        load_data(self.data, resolution=self.base_resolution, seed=0, augment="light", limit=self.limit)
+
     def resolutions(self) -> dict[Fraction, int]:
         """ρ -> input side: ``round(base_resolution · ρ)``."""
         return {rho: max(1, round(self.base_resolution * rho)) for rho in RHOS}
 
 
 def plan(resolutions: dict[Fraction, int]) -> list[RunSpec]:
-    """Every configuration, in priority order: Table 4, Table 5, then the rest of the α x ρ grid."""
-    base = resolutions[Fraction(1)]
-    first = [RunSpec("mobilenet_v1", 1.0, Fraction(1), base), RunSpec("mobilenet_v1_conv", 1.0, Fraction(1), base),
-             RunSpec("mobilenet_v1", 0.75, Fraction(1), base),
-             RunSpec("mobilenet_v1_shallow", 1.0, Fraction(1), base)]
-    grid = [RunSpec("mobilenet_v1", a, rho, r) for rho, r in resolutions.items() for a in ALPHAS]
-    return first + [s for s in grid if s not in first]
+    """Every configuration once, in priority order: Tables 4, 5, 6, 7, then the rest of the α x ρ grid."""
+    out: list[RunSpec] = []
+    for members in table_rows(resolutions).values():
+        out += [s for s in members if s not in out]
+    return out
 
 
 def table_rows(resolutions: dict[Fraction, int]) -> dict[str, list[RunSpec]]:
@@ -132,6 +136,8 @@ def _run_one(cfg: ExperimentConfig, spec: RunSpec, seed: int, bundle, workdir: P
 
     output = workdir / f"{spec.key}-seed{seed}"
     result = train(_train_config(cfg, spec, seed, output), bundle=bundle)
+    if result.get("interrupted"):  # Ctrl-C or SIGTERM: the training loop stopped cleanly; so does the whole run
+        raise KeyboardInterrupt
     model, _ = load_checkpoint(result["last"])  # the last epoch: no model is picked by its validation score
     cost = count_cost(model, spec.resolution)
     test = result.get("test")

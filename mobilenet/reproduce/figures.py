@@ -36,7 +36,8 @@ def _paper_points() -> list[tuple[float, int, float, float]]:
 def _grid_panel(ax, rows: list[dict], x_key: str, title: str) -> None:
     done = [r for r in rows if r.get("top1") is not None]
     for alpha, color in _COLORS.items():
-        pts = sorted((r[x_key], r["top1"], r) for r in done if r["model"] == "mobilenet_v1" and r["alpha"] == alpha)
+        mine = [r for r in done if r["model"] == "mobilenet_v1" and r["alpha"] == alpha]
+        pts = sorted(((r[x_key] / 1e6, r["top1"], r) for r in mine), key=lambda p: p[0])
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"α = {alpha:g}")
             for x, y, r in pts:
@@ -46,7 +47,7 @@ def _grid_panel(ax, rows: list[dict], x_key: str, title: str) -> None:
     for model, (marker, color, name) in _OTHER.items():
         for r in done:
             if r["model"] == model:
-                ax.plot(r[x_key], r["top1"], marker, color=color, label=name, markersize=7)
+                ax.plot(r[x_key] / 1e6, r["top1"], marker, color=color, label=name, markersize=7)
     if not done:
         ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", va="center")
     ax.set_xscale("log")
@@ -59,7 +60,7 @@ def _grid_panel(ax, rows: list[dict], x_key: str, title: str) -> None:
 def _paper_panel(ax, index: int, title: str) -> None:
     points = _paper_points()
     for alpha, color in _COLORS.items():
-        pts = sorted((p[index], p[2], p[1]) for p in points if p[0] == alpha)
+        pts = sorted((p[index] / 1e6, p[2], p[1]) for p in points if p[0] == alpha)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"α = {alpha:g}")
         for x, y, res in pts:
             ax.annotate(str(res), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)

@@ -135,7 +135,8 @@ def speed_markdown(speed: dict) -> list[str]:
         f"One {speed['side']}x{speed['side']} layer, {speed['channels']} -> {speed['channels']} channels, "
         f"3x3, batch {speed['batch']}, the library's own modules (conv + BN + ReLU, eval mode): "
         f"{m['full']:,} Mult-Adds per image as a full conv, {m['separable']:,} as a depthwise separable layer. "
-        f"Median of {speed['repeats']} timed calls, the variants timed in alternation, {speed['threads']} threads, "
+        f"Median of {speed['repeats']} timed calls, the variants timed in alternation, {speed['threads']} "
+        f"thread{'s' if speed['threads'] != 1 else ''}, "
         f"load average {speed.get('load', '?')} when measured.",
         "",
         *_md_table(["layout", "full conv (ms)", "separable (ms)", "depthwise half (ms)", "pointwise half (ms)",
@@ -172,10 +173,10 @@ def write_report(out: Path, meta: dict, tables: list[CostTable], speed: dict, ex
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     data_name = exp["config"]["data"]
-    figures.accuracy_figure(exp["rows"], "mult_adds", "Mult-Adds (exact count)", out / FIGURES[
-        "accuracy_vs_mult_adds"], data_name)
-    figures.accuracy_figure(exp["rows"], "params", "parameters (exact count)", out / FIGURES["accuracy_vs_params"],
-                            data_name)
+    figures.accuracy_figure(exp["rows"], "mult_adds", "Mult-Adds (millions, exact count)",
+                            out / FIGURES["accuracy_vs_mult_adds"], data_name)
+    figures.accuracy_figure(exp["rows"], "params", "parameters (millions, exact count)",
+                            out / FIGURES["accuracy_vs_params"], data_name)
     figures.time_figure(exp["rows"], out / FIGURES["time_vs_mult_adds"])
     figures.speed_figure(speed, out / FIGURES["core_speed"])
 
