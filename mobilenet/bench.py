@@ -57,6 +57,7 @@ class Row:
     dw_madds_pct: float | None = None
     pw_madds_pct: float | None = None
     other_madds_pct: float | None = None
+    pw_mult_adds: int | None = None
     pw_gmac_per_s: float | None = None
     mm_gmac_per_s: float | None = None
     pw_pct_of_mm: float | None = None
@@ -164,7 +165,7 @@ def gemm_peak(n: int = 2048, repeats: int = 10) -> float:
 
 def run_bench(models=DEFAULT_MODELS, batches=(1, 32), backends=BACKENDS, *, alpha: float | None = None,
               resolution: int | None = None, quick: bool = False, repeats: int | None = None,
-              breakdown: bool = True, progress=None) -> Report:
+              breakdown: bool = True, threads: int | None = None, progress=None) -> Report:
     """Measures every model × backend × batch and returns a :class:`Report`.
 
     Args:
@@ -175,11 +176,23 @@ def run_bench(models=DEFAULT_MODELS, batches=(1, 32), backends=BACKENDS, *, alph
         quick: a fast smoke run: small models, few repeats, a 512² GEMM, torch-fast without compilation.
         repeats: timed calls per measurement (default: about 2 s worth, between 5 and 30; quick: 3).
         breakdown: profile the torch backends per layer kind and time torch.mm on the pointwise shapes.
+        threads: intra-op threads for every backend and for the GEMM peak (default: torch's current setting).
+            One thread gives steadier numbers on a machine shared with other jobs, where a preempted thread
+            stalls every parallel region of the others.
         progress: a callable ``(description) -> None`` called before each measurement.
     """
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise MobileNetError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown, progress) -> Report:
     alpha = alpha if alpha is not None else (0.25 if quick else 1.0)
     resolution = resolution if resolution is not None else (64 if quick else 224)
     backends = ["torch"] + [b for b in backends if b != "torch"]
@@ -248,29 +261,29 @@ def _breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None:
         for _ in range(passes):
             runner(x)
         wall = time.perf_counter() - start
-    spent = {"depthwise": 0.0, "pointwise": 0.0}
-    pointwise_shapes: list[tuple[int, int, int, float]] = []  # (M, K, N, seconds per pass)
+    spent = {"depthwise": 0.0, "pointwise": 0.0, "conv": 0.0}  # seconds over all passes
+    calls: dict[tuple[int, int, int], int] = {}  # pointwise (M, K, N) -> calls over all passes
     for event in prof.events():
         kind, shape = _conv_kind(event)
         if kind is None:
             continue
-        seconds = event.cpu_time_total / 1e6 / passes
-        if kind in spent:
-            spent[kind] += seconds
+        spent[kind] += event.cpu_time_total / 1e6
         if kind == "pointwise":
-            pointwise_shapes.append((*shape, seconds))
-    per_pass = wall / passes
-    row.dw_time_pct = 100 * spent["depthwise"] / per_pass
-    row.pw_time_pct = 100 * spent["pointwise"] / per_pass
+            calls[shape] = calls.get(shape, 0) + 1
+    row.dw_time_pct = 100 * spent["depthwise"] / wall
+    row.pw_time_pct = 100 * spent["pointwise"] / wall
     row.other_time_pct = max(0.0, 100 - row.dw_time_pct - row.pw_time_pct)
     kinds = cost.by_kind()
     row.dw_madds_pct = kinds.get("depthwise", {}).get("mult_adds_pct", 0.0)
     row.pw_madds_pct = kinds.get("pointwise", {}).get("mult_adds_pct", 0.0)
     row.other_madds_pct = max(0.0, 100 - row.dw_madds_pct - row.pw_madds_pct)
-    if pointwise_shapes:
-        macs = sum(m * k * n for m, k, n, _ in pointwise_shapes)
-        row.pw_gmac_per_s = macs / sum(s for *_, s in pointwise_shapes) / 1e9
-        row.mm_gmac_per_s = macs / _mm_seconds([s[:3] for s in pointwise_shapes], quick) / 1e9
+    macs = sum(m * k * n * c for (m, k, n), c in calls.items())
+    row.pw_mult_adds = macs // passes
+    if spent["pointwise"] > 0:
+        row.pw_gmac_per_s = macs / spent["pointwise"] / 1e9
+        # The same pointwise work as plain GEMMs: torch.mm on every (M, K, N), as many times as the model ran it.
+        mm = _mm_seconds(calls, quick)
+        row.mm_gmac_per_s = macs / sum(mm[shape] * c for shape, c in calls.items()) / 1e9
         row.pw_pct_of_mm = 100 * row.pw_gmac_per_s / row.mm_gmac_per_s
 
 
@@ -301,15 +314,12 @@ def _conv_kind(event) -> tuple[str | None, tuple[int, int, int] | None]:
     return "conv", None
 
 
-def _mm_seconds(shapes: list[tuple[int, int, int]], quick: bool) -> float:
-    """Total median seconds of torch.mm over the given (M, K, N) shapes, one call each."""
-    total = 0.0
-    cache: dict[tuple[int, int, int], float] = {}
+def _mm_seconds(shapes, quick: bool) -> dict[tuple[int, int, int], float]:
+    """Median seconds of torch.mm (M×K times K×N, float32) for each (M, K, N) shape."""
+    out = {}
     with torch.inference_mode():
         for m, k, n in shapes:
-            if (m, k, n) not in cache:
-                a, b = torch.randn(m, k), torch.randn(k, n)
-                cache[(m, k, n)] = statistics.median(time_call(lambda: torch.mm(a, b), 1 if quick else 3,
-                                                               3 if quick else 10))
-            total += cache[(m, k, n)]
-    return total
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            out[(m, k, n)] = statistics.median(time_call(lambda: torch.mm(a, b), 1 if quick else 3,
+                                                         3 if quick else 10))
+    return out

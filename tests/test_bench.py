@@ -55,6 +55,8 @@ def test_breakdown_for_torch_backends_only(report):
         assert r.pw_madds_pct == pytest.approx(by_kind["pointwise"]["mult_adds_pct"])
         assert r.dw_madds_pct == pytest.approx(by_kind["depthwise"]["mult_adds_pct"])
         assert r.pw_pct_of_mm == pytest.approx(100 * r.pw_gmac_per_s / r.mm_gmac_per_s)
+        # The profiled pointwise GEMM shapes add up exactly to the counter's pointwise Mult-Adds.
+        assert r.pw_mult_adds == by_kind["pointwise"]["mult_adds"] * r.batch
 
 
 def test_table_and_csv_have_every_column(report, tmp_path):

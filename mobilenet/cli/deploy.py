@@ -94,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "about 2 s worth, 5 to 30)")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: small models, 3 repeats, torch-fast "
                    "without compilation; writes no CSV unless --csv is given")
+    p.add_argument("--threads", type=positive_int, default=None, help="threads for every backend and the GEMM "
+                   "peak (default: torch's current number); 1 is steadier on a shared machine")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-layer-kind profile")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement instead of tables")
     p.add_argument("--csv", metavar="PATH", help="CSV path (default results/bench_<machine>_<versions>.csv)")
@@ -177,7 +179,7 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         report = bench(args.models or DEFAULT_MODELS, args.batch, args.backend, alpha=args.alpha,
                        resolution=args.resolution, quick=args.quick, repeats=args.repeats,
-                       breakdown=not args.no_breakdown, progress=progress)
+                       breakdown=not args.no_breakdown, threads=args.threads, progress=progress)
     finally:
         bar.close()
     print(report.json_lines() if args.json else report.table())
