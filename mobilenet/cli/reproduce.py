@@ -32,9 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-resolution", type=positive_int, default=64, metavar="PX",
                    help="input side standing for the paper's 224 (rho = 1); rho = 6/7, 5/7, 4/7 become "
                         "round(PX x rho) (default 64: 64, 55, 46, 37)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="epochs per model (default 3, quick 1)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs per model (default 2, quick 1)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
-                   help="training (and evaluation) samples per split (default 2000, quick 96)")
+                   help="training samples, and at most this many evaluation samples per split "
+                        "(default 3000, quick 96)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 0.1)")
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop"), default=None, help="default sgd (momentum 0.9)")
     p.add_argument("--budget-minutes", type=positive_float, default=None, metavar="M",
                    help="time the training may take in all; runs that would not fit are skipped and listed as "
                         "skipped (default 50; quick: no limit)")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {"data": args.data, "base_resolution": args.base_resolution, "progress": not args.no_progress,
                  "keep_runs": args.keep_runs}
-    for name in ("seeds", "epochs", "limit"):
+    for name in ("seeds", "epochs", "limit", "lr", "optimizer"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.budget_minutes is not None:

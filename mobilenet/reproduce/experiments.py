@@ -58,7 +58,8 @@ class ExperimentConfig:
         limit: training (and validation/test) samples used per split; None uses all.
         epochs: passes over the training samples, the same for every model.
         batch_size: images per step.
-        lr: peak SGD learning rate (cosine schedule after a short warm-up).
+        lr: peak learning rate (cosine schedule after a warm-up of 30 % of the epochs, at most one).
+        optimizer: ``"sgd"`` (momentum 0.9) or ``"rmsprop"`` (the papers').
         seeds: seeds per configuration; seeds after the first run only while the budget allows.
         budget_s: seconds the training phase may take in all; None for no limit.
         timing_repeats: timed batches per inference-time measurement (the median is kept).
@@ -69,10 +70,11 @@ class ExperimentConfig:
 
     data: str = "shapes"
     base_resolution: int = 64
-    limit: int | None = 2000
-    epochs: int = 3
+    limit: int | None = 3000
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 0.1
+    optimizer: str = "sgd"
     seeds: int = 2
     budget_s: float | None = 50 * 60
     timing_repeats: int = 5
@@ -125,7 +127,7 @@ def _train_config(cfg: ExperimentConfig, spec: RunSpec, seed: int, output: Path)
     # fp32 and NCHW for every model, so no row gets different numerics or a layout that favours one block type.
     return TrainConfig(
         model=spec.model, alpha=spec.alpha, resolution=spec.resolution, data=cfg.data, limit=cfg.limit,
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=min(1.0, 0.3 * cfg.epochs),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer, warmup_epochs=min(1.0, 0.3 * cfg.epochs),
         amp=False, channels_last=False, seed=seed, output=str(output), progress=cfg.progress,
         **cfg.extra,
     )

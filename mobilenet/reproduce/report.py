@@ -97,7 +97,8 @@ def accuracy_markdown(exp: dict) -> list[str]:
     lines = [
         f"Every model is trained from scratch by `mobilenet.train` on **{cfg['data']}** "
         f"({len(exp['class_names'])} classes), {exp['train_samples']} training images, {cfg['epochs']} epoch(s), "
-        f"batch {cfg['batch_size']}, SGD lr {cfg['lr']} with warm-up and cosine decay, label smoothing 0.1, "
+        f"batch {cfg['batch_size']}, {cfg.get('optimizer', 'sgd').upper()} (momentum 0.9) lr {cfg['lr']} with "
+        "warm-up and cosine decay, label smoothing 0.1, "
         "'light' augmentation, fp32, NCHW. Accuracy is top-1 on the held-out "
         f"{(exp['rows'][0].get('split') if exp['rows'] else None) or 'test'} split ({exp['eval_samples']} images) "
         "after the last epoch (no checkpoint picked by its score). Seeds: "
