@@ -128,7 +128,8 @@ def _train_config(cfg: ExperimentConfig, spec: RunSpec, seed: int, output: Path)
     return TrainConfig(
         model=spec.model, alpha=spec.alpha, resolution=spec.resolution, data=cfg.data, limit=cfg.limit,
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-        warmup_epochs=min(1.0, 0.3 * cfg.epochs), amp=False, channels_last=False, seed=seed, output=str(output), progress=cfg.progress,
+        warmup_epochs=min(1.0, 0.3 * cfg.epochs), amp=False, channels_last=False, seed=seed, output=str(output),
+        progress=cfg.progress,
         **cfg.extra,
     )
 
