@@ -216,6 +216,8 @@ def write_report(out: Path, meta: dict, tables: list[CostTable], speed: dict, ex
     if meta.get("quick"):
         lines += ["**Quick mode**: a smoke test with very few training samples and steps; the layout and cost "
                   "tables are the full ones, but its accuracies and verdicts on accuracy mean nothing.", ""]
+    lines += ["At a glance (details and rules in section 5):", ""]
+    lines += [f"- {c['claim']} **{c['verdict']}**: {c['ours']}" for c in claims] + [""]
     lines += [
         "Contents: 1. Cost tables · 2. Speed of the core idea · 3. Accuracy at small scale · 4. Figures · "
         "5. Claims · 6. Files", "",
