@@ -13,8 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: $(VENV)/.installed  ## the main job on the embedded default data
-	$(VENV)/bin/mobilenet grid
+demo: $(VENV)/.installed  ## the main job: train the default model on the embedded data, then evaluate it
+	$(VENV)/bin/mobilenet train
 
 test: $(VENV)/.installed  ## the fast test suite
 	$(PY) -m pytest -q -m "not slow"
