@@ -30,7 +30,7 @@ __all__ = ["ExperimentConfig", "reproduce"]
 
 def _machine() -> str:
     return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads, Python {platform.python_version()}")
+            f"with {torch.get_num_threads()} thread(s), Python {platform.python_version()}")
 
 
 def _load() -> str:

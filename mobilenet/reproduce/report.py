@@ -89,6 +89,15 @@ def _accuracy_rows(rows: list[dict], keys: list[str], paper: dict | None = None)
     return out
 
 
+def _sizing_note(sizing: dict | None) -> str:
+    if not sizing or "per_epoch_s" not in sizing:
+        return ""
+    return (f" (chosen before training as the most that fits the time budget at this machine's measured speed: "
+            f"{sizing['per_epoch_s'] / 60:.1f} min per epoch for all planned runs, {sizing['fixed_s'] / 60:.1f} min "
+            f"that do not grow with epochs, {sizing['left_s'] / 60:.1f} min left, planned at "
+            f"{100 * sizing['safety']:.0f} %)")
+
+
 def accuracy_markdown(exp: dict) -> list[str]:
     """Section 3: the settings, the ρ mapping, and Tables 4-7 plus the grid from the trained runs."""
     cfg = exp["config"]
@@ -96,7 +105,8 @@ def accuracy_markdown(exp: dict) -> list[str]:
     paper_px = {"1": 224, "6/7": 192, "5/7": 160, "4/7": 128}
     lines = [
         f"Every model is trained from scratch by `mobilenet.train` on **{cfg['data']}** "
-        f"({len(exp['class_names'])} classes), {exp['train_samples']} training images, {cfg['epochs']} epoch(s), "
+        f"({len(exp['class_names'])} classes), {exp['train_samples']} training images, {cfg['epochs']} epoch(s)"
+        f"{_sizing_note(exp.get('sizing'))}, "
         f"batch {cfg['batch_size']}, {cfg.get('optimizer', 'sgd').upper()} (momentum 0.9) lr {cfg['lr']} with "
         "warm-up and cosine decay, label smoothing 0.1, "
         "'light' augmentation, fp32, NCHW. Accuracy is top-1 on the held-out "
