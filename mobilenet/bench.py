@@ -37,7 +37,8 @@ _CONV_OPS = ("aten::conv2d", "mkldnn::_convolution_pointwise", "mkldnn::_convolu
 
 @dataclass
 class Row:
-    """One measurement. Breakdown fields are ``None`` for the ONNX Runtime backends."""
+    """One measurement. ``gemm_peak_gflops`` is the torch.mm rate timed in the same rounds as this row (its
+    ``pct_of_peak`` refers to it). Breakdown fields are ``None`` for the ONNX Runtime backends."""
 
     model: str
     alpha: float
@@ -48,9 +49,10 @@ class Row:
     images_per_s: float
     gmac_per_s: float
     pct_of_peak: float
-    speedup_vs_torch: float | None
+    speedup_vs_torch: float
     mult_adds: int
     repeats: int
+    gemm_peak_gflops: float = 0.0
     dw_time_pct: float | None = None
     pw_time_pct: float | None = None
     other_time_pct: float | None = None
@@ -83,35 +85,33 @@ class Report:
     def write_csv(self, path: str) -> str:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["machine", "threads", "gemm_peak_gflops",
-                                                   *Row.__dataclass_fields__])
+            writer = csv.DictWriter(f, fieldnames=["machine", "threads", *Row.__dataclass_fields__])
             writer.writeheader()
             for row in self.rows:
-                writer.writerow({"machine": self.machine, "threads": self.threads,
-                                 "gemm_peak_gflops": round(self.gemm_peak_gflops, 2), **_rounded(asdict(row))})
+                writer.writerow({"machine": self.machine, "threads": self.threads, **_rounded(asdict(row))})
         return path
 
     def json_lines(self) -> str:
-        return "\n".join(json.dumps({**_rounded(asdict(r)), "gemm_peak_gflops": round(self.gemm_peak_gflops, 2)})
-                         for r in self.rows)
+        return "\n".join(json.dumps(_rounded(asdict(r))) for r in self.rows)
 
     def table(self) -> str:
         lines = [f"{self.machine}, {self.threads} threads, torch {self.versions['torch']}, onnxruntime "
-                 f"{self.versions.get('onnxruntime', '-')}; GEMM peak (torch.mm 2048^2 fp32): "
-                 f"{self.gemm_peak_gflops:.1f} GFLOP/s = {self.gemm_peak_gflops / 2:.1f} GMAC/s"]
+                 f"{self.versions.get('onnxruntime', '-')}; GEMM peak (torch.mm fp32, median over the run): "
+                 f"{self.gemm_peak_gflops:.1f} GFLOP/s = {self.gemm_peak_gflops / 2:.1f} GMAC/s; every row's "
+                 "% peak and x eager are timed in the same rounds as its own GEMM and eager calls"]
         head = (f"{'model':<22} {'backend':<17} {'batch':>5} {'latency ms':>11} {'images/s':>9} {'GMAC/s':>7} "
-                f"{'% peak':>6} {'x eager':>7}")
+                f"{'% peak':>6} {'x eager':>7} {'peak GFLOP/s':>12}")
         lines += ["", head, "-" * len(head)]
         for r in self.rows:
-            speedup = "-" if r.speedup_vs_torch is None else f"{r.speedup_vs_torch:.2f}"
             lines.append(f"{_label(r):<22} {r.backend:<17} {r.batch:>5} {r.latency_ms:>11.2f} "
-                         f"{r.images_per_s:>9.1f} {r.gmac_per_s:>7.1f} {r.pct_of_peak:>6.1f} {speedup:>7}")
+                         f"{r.images_per_s:>9.1f} {r.gmac_per_s:>7.1f} {r.pct_of_peak:>6.1f} "
+                         f"{r.speedup_vs_torch:>7.2f} {r.gemm_peak_gflops:>12.1f}")
         broken = [r for r in self.rows if r.dw_time_pct is not None]
         if broken:
             head = (f"{'model':<22} {'backend':<11} {'batch':>5} | time % dw/pw/other | MAdds % dw/pw/other | "
                     f"pointwise GMAC/s  mm GMAC/s  pw/mm %")
             lines += ["", "per layer kind (torch.profiler on the backend's own ops; mm: torch.mm on each pointwise "
-                          "layer's M x N x K)", head, "-" * len(head)]
+                          "layer's M x N x K, timed right after each profiled pass)", head, "-" * len(head)]
             for r in broken:
                 lines.append(
                     f"{_label(r):<22} {r.backend:<11} {r.batch:>5} | {r.dw_time_pct:5.1f} {r.pw_time_pct:5.1f} "
@@ -202,8 +202,9 @@ def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown
         versions["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
-    report = Report(machine_name(), torch.get_num_threads(), versions,
-                    gemm_peak(512 if quick else 2048, 3 if quick else 10))
+    gemm_n = 512 if quick else 2048
+    report = Report(machine_name(), torch.get_num_threads(), versions, 0.0)
+    peaks: list[float] = []
     for name in models:
         try:
             model = create_model(name, alpha=alpha, resolution=resolution).eval()
@@ -211,65 +212,94 @@ def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown
             raise MobileNetError(str(e)) from None
         cost = count_cost(model)
         calib, _ = sample_images(16 if quick else 64, resolution, seed=1)
+        runners = {}
         for backend in backends:
             if progress:
                 progress(f"{name} {backend}: preparing")
-            runner = make_runner(model, backend, calib=calib, compile=not quick)
-            baseline: dict[int, float] = {}
-            for batch in batches:
-                if progress:
-                    progress(f"{name} {backend} batch {batch}")
-                x = torch.randn(batch, model.in_chans, resolution, resolution)
-                row = _measure(runner, x, cost, quick, repeats)
-                if backend == "torch":
-                    baseline[batch] = row.latency_ms
-                row.speedup_vs_torch = _speedup(report.rows, row)
-                row.pct_of_peak = 100 * 2 * row.gmac_per_s / report.gemm_peak_gflops
+            runners[backend] = make_runner(model, backend, calib=calib, compile=not quick)
+        for batch in batches:
+            if progress:
+                progress(f"{name} batch {batch}")
+            x = torch.randn(batch, model.in_chans, resolution, resolution)
+            rows, peak = _measure_interleaved(runners, x, cost, quick, repeats, gemm_n)
+            peaks.append(peak)
+            for backend, row in rows.items():
                 if breakdown and backend.startswith("torch"):
-                    _breakdown(row, runner, x, cost, quick)
-                row.note = runner.note
+                    if progress:
+                        progress(f"{name} {backend} batch {batch}: profile")
+                    _breakdown(row, runners[backend], x, cost, quick)
                 report.rows.append(row)
+    report.gemm_peak_gflops = statistics.median(peaks) if peaks else gemm_peak(gemm_n, 3)
     return report
 
 
-def _speedup(rows: list[Row], row: Row) -> float | None:
-    base = [r for r in rows if (r.model, r.alpha, r.resolution, r.batch, r.backend) ==
-            (row.model, row.alpha, row.resolution, row.batch, "torch")]
-    if row.backend == "torch":
-        return 1.0
-    return base[0].latency_ms / row.latency_ms if base else None
+def _measure_interleaved(runners: dict, x: torch.Tensor, cost, quick: bool, repeats: int | None,
+                         gemm_n: int) -> tuple[dict[str, Row], float]:
+    """Times every runner on ``x`` in rounds, one call each per round, with one GEMM-peak call per round.
 
-
-def _measure(runner, x: torch.Tensor, cost, quick: bool, repeats: int | None) -> Row:
-    first = time_call(lambda: runner(x), 1, 1)[0]  # the first call compiles (torch-fast) or allocates
+    Interleaving puts the baseline, every backend and the GEMM reference in the same time windows, so the ratios
+    hold even when other jobs load the machine unevenly over the run; each figure is the median over rounds.
+    """
+    a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
+    calls = {name: (lambda r=r: r(x)) for name, r in runners.items()}
+    calls["gemm"] = lambda: torch.mm(a, b)
+    first = {name: time_call(fn, 0, 1)[0] for name, fn in calls.items()}  # compiles (torch-fast), allocates
     if repeats is None:
-        repeats = 3 if quick else int(min(30, max(5, 2.0 / max(first, 1e-4))))
-    times = time_call(lambda: runner(x), 1 if quick else 3, repeats)
-    latency = statistics.median(times)
+        repeats = 3 if quick else int(min(30, max(5, 8.0 / max(sum(first.values()), 1e-4))))
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for _ in range(1 if quick else 2):
+            for fn in calls.values():
+                fn()
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                times[name] += time_call(fn, 0, 1)
+    peak = 2 * gemm_n**3 / statistics.median(times.pop("gemm")) / 1e9
     batch = x.shape[0]
-    return Row(runner.info.name, runner.info.alpha, runner.info.resolution, runner.backend, batch, 1e3 * latency,
-               batch / latency, cost.mult_adds * batch / latency / 1e9, 0.0, None, cost.mult_adds, repeats)
+    base = statistics.median(times["torch"])
+    rows = {}
+    for name, runner in runners.items():
+        latency = statistics.median(times[name])
+        gmacs = cost.mult_adds * batch / latency / 1e9
+        rows[name] = Row(runner.info.name, runner.info.alpha, runner.info.resolution, name, batch, 1e3 * latency,
+                         batch / latency, gmacs, 100 * 2 * gmacs / peak, base / latency, cost.mult_adds, repeats,
+                         gemm_peak_gflops=peak, note=runner.note)
+    return rows, peak
 
 
 def _breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None:
-    """Fills the per-kind time and Mult-Adds shares and the pointwise-versus-torch.mm rates of ``row``."""
+    """Fills the per-kind time and Mult-Adds shares and the pointwise-versus-torch.mm rates of ``row``.
+
+    Each round profiles one forward pass and then runs torch.mm on every pointwise layer's (M, K, N) of that pass,
+    so the two rates are taken side by side.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     passes = 2 if quick else 5
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        start = time.perf_counter()
-        for _ in range(passes):
-            runner(x)
-        wall = time.perf_counter() - start
     spent = {"depthwise": 0.0, "pointwise": 0.0, "conv": 0.0}  # seconds over all passes
     calls: dict[tuple[int, int, int], int] = {}  # pointwise (M, K, N) -> calls over all passes
-    for event in prof.events():
-        kind, shape = _conv_kind(event)
-        if kind is None:
-            continue
-        spent[kind] += event.cpu_time_total / 1e6
-        if kind == "pointwise":
-            calls[shape] = calls.get(shape, 0) + 1
+    wall = mm_time = 0.0
+    operands: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    for _ in range(passes):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            start = time.perf_counter()
+            runner(x)
+            wall += time.perf_counter() - start
+        shapes = []
+        for event in prof.events():
+            kind, shape = _conv_kind(event)
+            if kind is None:
+                continue
+            spent[kind] += event.cpu_time_total / 1e6
+            if kind == "pointwise":
+                calls[shape] = calls.get(shape, 0) + 1
+                shapes.append(shape)
+        with torch.inference_mode():
+            for m, k, n in shapes:
+                if (m, k, n) not in operands:
+                    operands[(m, k, n)] = (torch.randn(m, k), torch.randn(k, n))
+                    torch.mm(*operands[(m, k, n)])  # first touch of fresh memory is not GEMM time
+                mm_time += time_call(lambda: torch.mm(*operands[(m, k, n)]), 0, 1)[0]
     row.dw_time_pct = 100 * spent["depthwise"] / wall
     row.pw_time_pct = 100 * spent["pointwise"] / wall
     row.other_time_pct = max(0.0, 100 - row.dw_time_pct - row.pw_time_pct)
@@ -279,11 +309,9 @@ def _breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None:
     row.other_madds_pct = max(0.0, 100 - row.dw_madds_pct - row.pw_madds_pct)
     macs = sum(m * k * n * c for (m, k, n), c in calls.items())
     row.pw_mult_adds = macs // passes
-    if spent["pointwise"] > 0:
+    if spent["pointwise"] > 0 and mm_time > 0:
         row.pw_gmac_per_s = macs / spent["pointwise"] / 1e9
-        # The same pointwise work as plain GEMMs: torch.mm on every (M, K, N), as many times as the model ran it.
-        mm = _mm_seconds(calls, quick)
-        row.mm_gmac_per_s = macs / sum(mm[shape] * c for shape, c in calls.items()) / 1e9
+        row.mm_gmac_per_s = macs / mm_time / 1e9
         row.pw_pct_of_mm = 100 * row.pw_gmac_per_s / row.mm_gmac_per_s
 
 
@@ -312,14 +340,3 @@ def _conv_kind(event) -> tuple[str | None, tuple[int, int, int] | None]:
     if in_per_group == 1 and inp[1] > 1:
         return "depthwise", None
     return "conv", None
-
-
-def _mm_seconds(shapes, quick: bool) -> dict[tuple[int, int, int], float]:
-    """Median seconds of torch.mm (M×K times K×N, float32) for each (M, K, N) shape."""
-    out = {}
-    with torch.inference_mode():
-        for m, k, n in shapes:
-            a, b = torch.randn(m, k), torch.randn(k, n)
-            out[(m, k, n)] = statistics.median(time_call(lambda: torch.mm(a, b), 1 if quick else 3,
-                                                         3 if quick else 10))
-    return out
