@@ -374,3 +374,10 @@ def test_dataloader_batches_shapes():
     bundle = load_data("shapes", resolution=32, limit=16)
     x, y = next(iter(torch.utils.data.DataLoader(bundle.train, batch_size=8, shuffle=True)))
     assert x.shape == (8, 3, 32, 32) and y.dtype == torch.int64
+
+
+def test_sixteen_bit_grayscale_is_rescaled(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(path)
+    x = load_image(path, 8, (0.0,), (1.0,), in_chans=1)
+    assert torch.allclose(x, torch.full_like(x, round(40000 / 257) / 255))

@@ -213,7 +213,9 @@ def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
             if draft and img.format == "JPEG":
                 img.draft(img.mode, (draft, draft))  # DCT-domain downscale: big JPEGs decode several times faster
             img.load()
-            return img.convert("L") if img.mode in ("L", "I;16", "I", "F", "1") else img.convert("RGB")
+            if img.mode.startswith("I;16"):  # 16-bit grayscale: rescale, since convert("L") would clip at 255
+                return Image.fromarray((np.asarray(img, dtype=np.float32) / 257 + 0.5).astype(np.uint8), "L")
+            return img.convert("L") if img.mode in ("L", "I", "F", "1") else img.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MobileNetError(f"cannot read image {path}: {exc}") from None
 
