@@ -4,11 +4,18 @@ A checkpoint is a plain dictionary of tensors and Python scalars, strings, lists
 ``torch.load(..., weights_only=True)``. It is written to a temporary file in the same directory, flushed and
 fsynced, then renamed over the previous one with ``os.replace`` (atomic on POSIX), so a reader always sees either
 the previous complete checkpoint or the new complete one, whatever happens to the writing process.
+
+Damage after the write (a disk error, a copy cut short) is caught by a SHA-256 of the bytes, appended after the
+zip archive as a 40-byte trailer (``MNCKSUM1`` + digest; ``torch.load`` ignores bytes after the archive). With
+``keep_previous`` the checkpoint being replaced stays beside it as ``<name>.prev.pt``, and
+:func:`read_for_resume` falls back to that copy, with a warning, when the newer one is damaged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import os
 import pickle
 import random
@@ -22,37 +29,95 @@ from torch import nn
 
 from .errors import MobileNetError
 
+log = logging.getLogger("mobilenet.checkpoint")
+
 FORMAT = "mobilenet-checkpoint"
 VERSION = 1
 _MAX_LISTED = 12  # mismatched keys named in an error before "... and N more"
+_TRAILER = b"MNCKSUM1"  # then the 32-byte SHA-256 of everything before the trailer
+_TRAILER_SIZE = len(_TRAILER) + 32
 
 
-def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save_atomic` keeps the checkpoint it replaced: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _split_trailer(data: bytes) -> tuple[bytes, bytes | None]:
+    """The archive bytes and the stored digest (None for a file written without one)."""
+    if len(data) > _TRAILER_SIZE and data[-_TRAILER_SIZE:-32] == _TRAILER:
+        return data[:-_TRAILER_SIZE], data[-32:]
+    return data, None
+
+
+def _intact(path: Path) -> bool:
+    try:
+        payload, digest = _split_trailer(path.read_bytes())
+    except OSError:
+        return False
+    return digest is not None and hashlib.sha256(payload).digest() == digest
+
+
+def save_atomic(obj: dict, path: str | os.PathLike, keep_previous: bool = False) -> Path:
     """Writes ``obj`` to ``path`` with ``torch.save`` so that ``path`` is never left partly written.
 
-    The bytes go to a temporary file next to ``path`` (same file system, so the rename is atomic), are flushed and
-    fsynced, and the file is renamed over ``path``; the directory is fsynced so the rename itself survives a power
-    cut. If anything fails, the temporary file is removed and the previous ``path`` is untouched.
+    The bytes, followed by their SHA-256 trailer, go to a temporary file next to ``path`` (same file system, so the
+    rename is atomic), are flushed and fsynced, and the file is renamed over ``path``; the directory is fsynced so
+    the rename itself survives a power cut. If anything fails, the temporary file is removed and the previous
+    ``path`` is untouched.
+
+    Args:
+        obj: tensors and plain Python data.
+        path: the destination.
+        keep_previous: first keep an intact ``path`` as :func:`previous_path` (a hard link, so ``path`` exists at
+            every moment), a fallback should the new file be damaged later.
+
+    Raises:
+        MobileNetError: the file could not be written (a full disk, no permission); the message says so and that
+            the previous checkpoint is unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    buffer.write(_TRAILER + hashlib.sha256(buffer.getbuffer()).digest())
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and _intact(path):
+            _link_over(path, previous_path(path))
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(e, OSError):
+            raise MobileNetError(f"could not write checkpoint {str(path)!r} ({e.strerror or e}); the previous "
+                                 f"checkpoint there is unchanged") from e
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _link_over(src: Path, dst: Path) -> None:
+    """Makes ``dst`` another name of ``src``'s bytes, replacing ``dst`` atomically (a copy where links fail)."""
+    tmp = dst.with_name(f".{dst.name}.link")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links on this file system
+        tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, dst)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -79,7 +144,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise MobileNetError(f"checkpoint {str(path)!r} not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        payload, digest = _split_trailer(path.read_bytes())
+    except OSError as e:
+        raise MobileNetError(f"cannot read checkpoint {str(path)!r} ({e.strerror or e})") from None
+    if digest is not None and hashlib.sha256(payload).digest() != digest:
+        raise MobileNetError(f"checkpoint {str(path)!r} is corrupted: its SHA-256 does not match the one stored "
+                             f"when it was written")
+    try:
+        ckpt = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MobileNetError(f"checkpoint {str(path)!r} holds objects that are not plain data; refused to load "
@@ -89,6 +161,36 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise MobileNetError(f"{str(path)!r} is not a mobilenet training checkpoint (no 'format': {FORMAT!r})")
     return ckpt
+
+
+def read_for_resume(path: str | os.PathLike, missing_ok: bool = False) -> tuple[dict | None, Path]:
+    """:func:`read_checkpoint`, falling back to the kept previous checkpoint when ``path`` is missing or damaged.
+
+    Args:
+        path: the checkpoint to resume from (``last.pt``).
+        missing_ok: return ``(None, path)`` when neither file exists: a run stopped before its first checkpoint
+            then starts again from the beginning.
+
+    Returns:
+        ``(checkpoint, the file it came from)``.
+
+    Raises:
+        MobileNetError: no usable checkpoint (the message gives the reason for each file tried).
+    """
+    path, previous = Path(path), previous_path(path)
+    if missing_ok and not path.exists() and not previous.exists():
+        return None, path
+    try:
+        return read_checkpoint(path), path
+    except MobileNetError as first:
+        if not previous.is_file():
+            raise
+        try:
+            ckpt = read_checkpoint(previous)
+        except MobileNetError as second:
+            raise MobileNetError(f"{first}; the previous checkpoint cannot be used either: {second}") from None
+    log.warning("%s; resuming from the previous checkpoint %s (step %s) instead", first, previous, ckpt.get("step"))
+    return ckpt, previous
 
 
 def load_state(model: nn.Module, state: dict, what: str = "checkpoint") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed
-from .checkpoint import FORMAT, VERSION, load_state, read_checkpoint, rng_state, save_atomic, set_rng_state
+from .checkpoint import FORMAT, VERSION, load_state, read_for_resume, rng_state, save_atomic, set_rng_state
 from .cost import count_cost
 from .errors import MobileNetError
 from .evaluate import evaluate, load_checkpoint
@@ -28,6 +29,7 @@ from .models import create_model
 from .models.base import BASE_RESOLUTION
 from .optim import OPTIMIZERS, SCHEDULES, LRFactor, ModelEMA, make_optimizer
 from .resumable import ResumableSampler, SeededSamples, StopSignal, seed_all, set_sampling_epoch
+from .runlock import RunLock
 from .trainlog import RunLog, check_fresh, default_output, plot_curves
 
 __all__ = ["TrainConfig", "evaluate", "load_checkpoint", "train"]
@@ -171,7 +173,8 @@ def train(cfg: TrainConfig, bundle=None) -> dict:
     _check(cfg)
     world = distributed.setup(cfg.device)
     try:
-        return _train(cfg, bundle, world)
+        with ExitStack() as held:  # the output directory's lock, released however the run ends
+            return _train(cfg, bundle, world, held)
     finally:
         distributed.teardown(world)
 
@@ -200,18 +203,25 @@ def _load_data(cfg: TrainConfig, resolution: int):
                      seed=cfg.seed, val_fraction=cfg.val_fraction, augment=cfg.augment, limit=cfg.limit)
 
 
-def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
+def _train(cfg: TrainConfig, bundle, world: distributed.World, held: ExitStack) -> dict:
     started = time.time()
-    ckpt, output = None, None
+    ckpt, output, locked = None, None, None
     if cfg.resume:
         resume_path = _resume_path(cfg)
-        ckpt = read_checkpoint(resume_path)
-        _check_resume(cfg, ckpt["config"])
+        if world.main and resume_path.parent.is_dir() and resume_path.name == "last.pt":
+            locked = resume_path.parent  # locked before reading, so no other run is writing it
+            held.enter_context(RunLock(locked))
+        # A bare --resume of a run stopped before its first checkpoint starts that run again from step 0.
+        ckpt, resume_path = read_for_resume(resume_path, missing_ok=cfg.resume in ("", "auto", "last"))
+        if ckpt is not None:
+            _check_resume(cfg, ckpt["config"])
         if cfg.output is None:
             cfg.output = str(resume_path.parent)
     if world.main:
         output = Path(cfg.output) if cfg.output else default_output(cfg.model)
-        if ckpt is None:
+        if locked is None or output.resolve() != locked.resolve():
+            held.enter_context(RunLock(output))
+        if not cfg.resume:
             check_fresh(output)
     output = distributed.broadcast(output if world.main else None, world)
     cfg.output = str(output)
@@ -299,7 +309,7 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World) -> dict:
                 "mean": list(bundle.mean), "std": list(bundle.std), "in_chans": bundle.in_chans,
             }
             log.flush()
-            save_atomic(state, path)
+            save_atomic(state, path, keep_previous=path == last)
         saved_step = step
 
     from tqdm.auto import tqdm

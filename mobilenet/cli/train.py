@@ -179,13 +179,34 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k in names}
     if "resume" not in given:
         return TrainConfig(**given)
-    from ..checkpoint import read_checkpoint
+    from ..checkpoint import read_for_resume
     from ..train import _resume_path
 
     path = _resume_path(TrainConfig(output=given.get("output"), resume=given["resume"]))
-    stored = read_checkpoint(path)["config"]
+    ckpt, path = read_for_resume(path, missing_ok=given["resume"] in ("", "auto", "last"))
+    if ckpt is None:  # killed before its first checkpoint: the same run again, from its config.json
+        stored = _run_config(path.parent)
+        return TrainConfig.from_dict({**stored, **given, "output": str(path.parent), "resume": "auto"})
+    stored = ckpt["config"]
     stored.pop("max_steps", None)  # a stop point belongs to the command that set it, not to the run
     return TrainConfig.from_dict({**stored, **given, "resume": str(path)})
+
+
+def _run_config(run: Path) -> dict:
+    """The options a run was started with, from its config.json ({} when it stopped before writing one)."""
+    try:
+        stored = json.loads((run / "config.json").read_text())
+    except FileNotFoundError:
+        print(f"warning: {run} holds no checkpoint and no config.json; starting the run from the beginning with "
+              f"the options given", file=sys.stderr)
+        return {}
+    except (OSError, ValueError) as e:
+        raise MobileNetError(f"nothing to resume in {str(run)!r}: no last.pt, and config.json is unreadable "
+                             f"({e})") from None
+    if not isinstance(stored, dict):
+        raise MobileNetError(f"{str(run / 'config.json')!r} is not a run configuration")
+    print(f"warning: {run} holds no checkpoint yet; starting the run again from step 0", file=sys.stderr)
+    return {k: v for k, v in stored.items() if k not in ("max_steps", "resume")}
 
 
 def run_train(args: argparse.Namespace) -> int:
