@@ -182,13 +182,14 @@ def read_for_resume(path: str | os.PathLike, missing_ok: bool = False) -> tuple[
         return None, path
     try:
         return read_checkpoint(path), path
-    except MobileNetError as first:
+    except MobileNetError as e:
         if not previous.is_file():
             raise
-        try:
-            ckpt = read_checkpoint(previous)
-        except MobileNetError as second:
-            raise MobileNetError(f"{first}; the previous checkpoint cannot be used either: {second}") from None
+        first = str(e)
+    try:
+        ckpt = read_checkpoint(previous)
+    except MobileNetError as second:
+        raise MobileNetError(f"{first}; the previous checkpoint cannot be used either: {second}") from None
     log.warning("%s; resuming from the previous checkpoint %s (step %s) instead", first, previous, ckpt.get("step"))
     return ckpt, previous
 
