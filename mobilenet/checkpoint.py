@@ -20,7 +20,6 @@ import os
 import pickle
 import random
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,9 @@ log = logging.getLogger("mobilenet.checkpoint")
 FORMAT = "mobilenet-checkpoint"
 VERSION = 1
 _MAX_LISTED = 12  # mismatched keys named in an error before "... and N more"
+# The types of the fields the loaders use (when present); a file with other types is refused as a whole.
+_FIELDS = {"config": dict, "model_kwargs": dict, "model": dict, "ema": (dict, type(None)), "class_names": list,
+           "mean": list, "std": list, "in_chans": int, "epoch": int, "step": int, "seen": int, "history": list}
 _TRAILER = b"MNCKSUM1"  # then the 32-byte SHA-256 of everything before the trailer
 _TRAILER_SIZE = len(_TRAILER) + 32
 
@@ -156,10 +158,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MobileNetError(f"checkpoint {str(path)!r} holds objects that are not plain data; refused to load "
                              f"it ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise MobileNetError(f"checkpoint {str(path)!r} is truncated or not a PyTorch file ({e})") from None
+    except Exception as e:  # noqa: BLE001 - damaged archives fail in torch.load with many types (ValueError: negative
+        # seek value, RuntimeError, EOFError, BadZipFile, ...): all of them mean this file cannot be read
+        raise MobileNetError(f"checkpoint {str(path)!r} is truncated or not a PyTorch file ({type(e).__name__}: "
+                             f"{e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
         raise MobileNetError(f"{str(path)!r} is not a mobilenet training checkpoint (no 'format': {FORMAT!r})")
+    bad = [k for k, kind in _FIELDS.items() if k in ckpt and not isinstance(ckpt[k], kind)]
+    bad += [k for k in ("model", "ema") if isinstance(ckpt.get(k), dict)
+            and not all(isinstance(n, str) and isinstance(v, torch.Tensor) for n, v in ckpt[k].items())]
+    if bad:
+        raise MobileNetError(f"checkpoint {str(path)!r} is damaged or was not written by this package: "
+                             f"{', '.join(bad)} of the wrong type")
     return ckpt
 
 

@@ -79,7 +79,17 @@ def load_checkpoint(path, model: nn.Module | None = None, use_ema: bool = True) 
         path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
     ckpt = read_checkpoint(path)
     if model is None:
-        model = create_model(ckpt["config"]["model"], **ckpt["model_kwargs"])
+        try:
+            model = create_model(ckpt["config"]["model"], **ckpt["model_kwargs"])
+        except MobileNetError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:  # a damaged or foreign file: no usable architecture record
+            raise MobileNetError(f"checkpoint {str(path)!r} does not record a model this version can build "
+                                 f"({type(e).__name__}: {e})") from None
     weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     load_state(model, weights)
+    names = ckpt.get("class_names")
+    if names is not None and len(names) != getattr(model, "num_classes", len(names)):
+        raise MobileNetError(f"checkpoint {str(path)!r} names {len(names)} classes for a model with "
+                             f"{model.num_classes} outputs")
     return model.eval(), ckpt

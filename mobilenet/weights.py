@@ -24,7 +24,6 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -181,8 +180,10 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
                                  f"({detail})") from None
         raise MobileNetError(f"refused to load {str(path)!r}: it holds Python objects other than tensors and plain "
                              f"data, which could run code; nothing from it was executed ({detail})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise MobileNetError(f"{str(path)!r} is not a readable safetensors or PyTorch weights file ({e})") from None
+    except Exception as e:  # noqa: BLE001 - torch.load fails on damaged files with many types (SafetensorError
+        # for an empty file, ValueError, RuntimeError, BadZipFile, ...): all mean the file cannot be read
+        raise MobileNetError(f"{str(path)!r} is not a readable safetensors or PyTorch weights file "
+                             f"({type(e).__name__}: {e})") from None
     return _unwrap(obj, path)
 
 
@@ -214,7 +215,21 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         info = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else {}
     except json.JSONDecodeError:
         raise MobileNetError(f"{str(path)!r} has unreadable {METADATA_KEY!r} metadata") from None
+    _check_info(info, path)
     return state, info
+
+
+def _check_info(info, path: Path) -> None:
+    """The metadata's shape (see the module docstring), so that a damaged file fails here with its name."""
+    pre = info.get("preprocessing", {}) if isinstance(info, dict) else None
+    ok = (isinstance(info, dict) and isinstance(info.get("model", ""), str) and isinstance(info.get("options", {}), dict)
+          and isinstance(pre, dict)
+          and all(isinstance(pre.get(k, [1.0]), list) and pre.get(k, [1.0])
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pre.get(k, [1.0]))
+                  for k in ("mean", "std")))
+    if not ok:
+        raise MobileNetError(f"{str(path)!r} has {METADATA_KEY!r} metadata of the wrong shape (expected "
+                             f"{{'model': str, 'options': {{...}}, 'preprocessing': {{'mean': [...], 'std': [...]}}}})")
 
 
 def _unwrap(obj, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -296,10 +311,15 @@ def create_model_with_weights(builder: Callable[..., nn.Module], name: str, weig
     recorded = info.get("model")
     if recorded and recorded != name:
         raise MobileNetError(f"the weights are for {recorded}, not {name}")
-    recorded_kwargs = options_to_kwargs(info.get("options", {}))
-    if "rho" in kwargs:  # an explicit ρ replaces the recorded resolution
-        recorded_kwargs.pop("resolution", None)
-    model = builder(**{**recorded_kwargs, **kwargs})
+    try:
+        recorded_kwargs = options_to_kwargs(info.get("options", {}))
+        if "rho" in kwargs:  # an explicit ρ replaces the recorded resolution
+            recorded_kwargs.pop("resolution", None)
+        model = builder(**{**recorded_kwargs, **kwargs})
+    except MobileNetError:
+        raise
+    except (TypeError, ValueError) as e:  # recorded options of the wrong type or range
+        raise MobileNetError(f"the options recorded in {str(weights)!r} cannot build {name}: {e}") from None
     load_state_dict_strict(model, state)
     pre = info.get("preprocessing") or {}
     model.preprocessing = {"mean": tuple(pre.get("mean", IMAGENET_MEAN)), "std": tuple(pre.get("std", IMAGENET_STD))}

@@ -55,10 +55,10 @@ def parse_amount(text: str) -> int:
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([KMGB]?)\s*", str(text), flags=re.IGNORECASE)
     if not m:
         raise MobileNetError(f"expected an amount like 150M, 2.5M or 300000, got {text!r}")
-    value = float(m.group(1)) * _SUFFIX[m.group(2).upper()]
-    if value <= 0 or value > 1e18:
-        raise MobileNetError(f"expected an amount > 0, got {text!r}")
-    return int(round(value))
+    value = round(float(m.group(1)) * _SUFFIX[m.group(2).upper()])
+    if value < 1 or value > 1e18:  # checked after rounding: 0.0001 is no budget at all
+        raise MobileNetError(f"expected an amount of at least 1, got {text!r}")
+    return int(value)
 
 
 def amount(text: str) -> int:

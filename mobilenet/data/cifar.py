@@ -89,7 +89,10 @@ def _batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     batch = safe_unpickle(path)
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         raise MobileNetError(f"{path} is not a CIFAR batch: expected a dict with b'data' and {label_key!r}")
-    data, labels = batch[b"data"], np.asarray(batch[label_key])
+    try:  # a ragged or nested list of labels makes numpy raise, not a label array
+        data, labels = batch[b"data"], np.asarray(batch[label_key])
+    except (ValueError, TypeError, OverflowError) as e:
+        raise MobileNetError(f"{path}: {label_key!r} is not a list of integer labels ({e})") from None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise MobileNetError(f"{path}: b'data' must be a uint8 array [N, 3072], got "
                              f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")

@@ -9,6 +9,7 @@ dimensions, then one 32-bit size per dimension, then the values in row-major ord
 from __future__ import annotations
 
 import gzip
+import math
 import re
 import struct
 import zlib
@@ -58,7 +59,7 @@ def read_idx_file(path: Path) -> np.ndarray:
     if len(raw) < header:
         raise MobileNetError(f"{path} is truncated: header needs {header} bytes, file has {len(raw)}")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # exact: an int64 product can wrap around to 0
     if len(raw) != expected:
         kind = "truncated" if len(raw) < expected else "too long"
         raise MobileNetError(f"{path} is {kind}: dimensions {dims} need {expected} bytes, file has {len(raw)}")

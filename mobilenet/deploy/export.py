@@ -173,13 +173,18 @@ def read_info(path: str) -> ModelInfo:
         raise MobileNetError(f"cannot read ONNX file {path!r}: {type(e).__name__}") from None
     meta = {p.key[len(_META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(_META_PREFIX)}
     try:
-        return ModelInfo(
+        info = ModelInfo(
             name=meta["model"], alpha=float(meta["alpha"]), resolution=int(meta["resolution"]),
             num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]),
             class_names=json.loads(meta["class_names"]), mean=json.loads(meta["mean"]), std=json.loads(meta["std"]),
         )
-    except (KeyError, ValueError) as e:
-        raise MobileNetError(f"{path!r} was not exported by `mobilenet export` (no model metadata: {e})") from None
+        if not (info.num_classes >= 1 and all(isinstance(n, str) for n in info.class_names)
+                and len(info.mean) == len(info.std) == info.in_chans and all(s > 0 for s in info.std)):
+            raise ValueError("class names, mean or std do not fit the outputs and input channels")
+        return info
+    except (KeyError, ValueError, TypeError) as e:  # TypeError: JSON of another shape, e.g. "mean": 5
+        raise MobileNetError(f"{path!r} was not exported by `mobilenet export` (no valid model metadata: "
+                             f"{type(e).__name__}: {e})") from None
 
 
 def check_matches(path: str, info: ModelInfo) -> ModelInfo:

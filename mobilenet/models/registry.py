@@ -6,11 +6,19 @@ import difflib
 import fnmatch
 from typing import Callable
 
+import torch
 from torch import nn
 
+from ..errors import MobileNetError
 from ..features import FeatureExtractor
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+# The largest model create_model builds: 10^9 parameters (4 GB in fp32), 140x the papers' largest MobileNet. Beyond
+# the published range (α > 1.5, more than 10^4 classes or 16 input channels) a model is sized on the meta device
+# first, so α = 1000 is a clear error instead of a 100 GB allocation or the out-of-memory killer.
+MAX_PARAMS = 10**9
+_SIZED_BEYOND = {"alpha": 1.5, "num_classes": 10**4, "in_chans": 16}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -56,14 +64,32 @@ def create_model(name: str, features_only: bool = False, out_indices=None, weigh
     """
     if out_indices is not None and not features_only:
         raise ValueError("out_indices is only used with features_only=True")
+    builder = _sized(get_builder(name), name)
     if weights is not None:
         from ..weights import create_model_with_weights  # imported on use, so building a model stays light
 
-        model = create_model_with_weights(get_builder(name), name, weights, weights_sha256, **kwargs)
+        model = create_model_with_weights(builder, name, weights, weights_sha256, **kwargs)
     elif weights_sha256 is not None:
         raise ValueError("weights_sha256 is only used with weights=")
     else:
-        model = get_builder(name)(**kwargs)
+        model = builder(**kwargs)
     if features_only:
         model = FeatureExtractor(model, out_indices)
     return model
+
+
+def _sized(builder: Callable[..., nn.Module], name: str) -> Callable[..., nn.Module]:
+    """``builder``, refusing (MobileNetError) a model of more than ``MAX_PARAMS`` parameters before allocating it."""
+
+    def build(**kwargs) -> nn.Module:
+        beyond = any(isinstance(kwargs.get(k), (int, float)) and kwargs[k] > limit for k, limit in _SIZED_BEYOND.items())
+        if beyond:
+            with torch.device("meta"):
+                params = sum(p.numel() for p in builder(**kwargs).parameters())
+            if params > MAX_PARAMS:
+                shown = ", ".join(f"{k}={kwargs[k]:g}" for k in _SIZED_BEYOND if k in kwargs)
+                raise MobileNetError(f"{name} with {shown} would have {params:,} parameters ({params * 4 / 1e9:,.0f} "
+                                     f"GB in fp32), more than the {MAX_PARAMS:,} this package builds")
+        return builder(**kwargs)
+
+    return build
