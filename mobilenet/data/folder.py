@@ -8,6 +8,8 @@ corrupt or unreadable image is reported with its path and left out before traini
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ def _check(path: Path) -> str | None:
     """Why ``path`` cannot be used as an image, or ``None`` if it decodes."""
     try:
         with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft(img.mode, (1, 1))  # 1/8-scale decode: still reads every coefficient, 5-10x faster
             img.load()  # a full decode: catches truncated files that a header check would pass
     except Exception as exc:  # PIL raises many types for damaged files; all mean "skip this file"
         return f"{type(exc).__name__}: {exc}"
@@ -37,21 +41,23 @@ def _check(path: Path) -> str | None:
 
 
 def _scan(root: Path, class_names: list[str], skipped: list[tuple[str, str]]) -> tuple[list[Path], list[int]]:
-    paths, labels = [], []
+    found = []
     for label, name in enumerate(class_names):
         folder = root / name
-        if not folder.is_dir():
+        if folder.is_dir():
+            found += [(path, label) for path in sorted(folder.rglob("*"))
+                      if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
+    # Decoding releases the GIL, so threads check files in parallel; map keeps the order.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        reasons = list(pool.map(_check, [path for path, _ in found], chunksize=64))
+    paths, labels = [], []
+    for (path, label), reason in zip(found, reasons):
+        if reason is not None:
+            log.warning("skipping unreadable image %s (%s)", path, reason)
+            skipped.append((str(path), reason))
             continue
-        for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-                continue
-            reason = _check(path)
-            if reason is not None:
-                log.warning("skipping unreadable image %s (%s)", path, reason)
-                skipped.append((str(path), reason))
-                continue
-            paths.append(path)
-            labels.append(label)
+        paths.append(path)
+        labels.append(label)
     return paths, labels
 
 
