@@ -87,6 +87,7 @@ def idx_files(draw) -> bytes:
 @given(data=st.one_of(idx_files(), st.binary(max_size=128)), compress=st.booleans())
 @example(data=bytes([0, 0, 8, 2]) + struct.pack(">2I", 2**32 - 1, 0), compress=False)
 @example(data=bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 2**31, 4), compress=False)  # product wraps to 0
+@example(data=bytes([0, 0, 0x0C, 4]) + struct.pack(">4I", 0, 0x3CC, 0x2E71D5F, 0x2E7459E), compress=False)
 def test_idx(data, compress):
     from mobilenet.data.idx import read_idx_file
 
@@ -310,6 +311,8 @@ def onnx_files(draw) -> bytes:
 @FUZZ
 @given(data=st.one_of(onnx_files(), st.binary(max_size=64)))
 @example(data=_onnx_bytes({**{f"mobilenet.{k}": v for k, v in _GOOD_META.items()}, "mobilenet.mean": "5"}))
+@example(data=_onnx_bytes({f"mobilenet.{k}": v for k, v in _GOOD_META.items()}).replace(  # key not UTF-8
+    b"\x0fmobilenet.model", b"\x0f\x80obilenet.model"))
 def test_onnx_metadata(data):
     from mobilenet.deploy import read_info
 
@@ -392,6 +395,7 @@ def light_argv(draw) -> list[str]:
 @example(argv=["summary", "mobilenet_v1", "--alpha", "1000"])
 @example(argv=["summary", "mobilenet_v1", "--num-classes", "10000000000"])
 @example(argv=["grid", "mobilenet_v2", "--alphas", "1e5", "--resolutions", "96"])
+@example(argv=["grid", "--alphas", "1482911.0", "--resolutions", "96"])
 def test_cli_commands(argv, capsys):
     _count("CLI command line")
     code, err = _run(argv, capsys)

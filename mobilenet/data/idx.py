@@ -63,8 +63,11 @@ def read_idx_file(path: Path) -> np.ndarray:
     if len(raw) != expected:
         kind = "truncated" if len(raw) < expected else "too long"
         raise MobileNetError(f"{path} is {kind}: dimensions {dims} need {expected} bytes, file has {len(raw)}")
-    # astype copies into native byte order, and the copy is writable (torch warns on read-only buffers).
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    try:  # an empty array may still declare dimensions numpy cannot represent, e.g. (0, 2**30, 2**30, 2**30)
+        # astype copies into native byte order, and the copy is writable (torch warns on read-only buffers).
+        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    except (ValueError, MemoryError) as exc:
+        raise MobileNetError(f"{path}: dimensions {dims} cannot be read ({exc})") from None
 
 
 def _images(path: Path) -> np.ndarray:

@@ -171,7 +171,10 @@ def read_info(path: str) -> ModelInfo:
         proto = onnx.load(path, load_external_data=False)
     except Exception as e:
         raise MobileNetError(f"cannot read ONNX file {path!r}: {type(e).__name__}") from None
-    meta = {p.key[len(_META_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(_META_PREFIX)}
+    # protobuf hands back bytes, not str, for entries that are not valid UTF-8
+    text = lambda s: s.decode("utf-8", "replace") if isinstance(s, bytes) else s  # noqa: E731
+    meta = {text(p.key)[len(_META_PREFIX):]: text(p.value) for p in proto.metadata_props
+            if text(p.key).startswith(_META_PREFIX)}
     try:
         info = ModelInfo(
             name=meta["model"], alpha=float(meta["alpha"]), resolution=int(meta["resolution"]),

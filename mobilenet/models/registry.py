@@ -84,10 +84,13 @@ def _sized(builder: Callable[..., nn.Module], name: str) -> Callable[..., nn.Mod
     def build(**kwargs) -> nn.Module:
         beyond = any(isinstance(kwargs.get(k), (int, float)) and kwargs[k] > limit for k, limit in _SIZED_BEYOND.items())
         if beyond:
-            with torch.device("meta"):
-                params = sum(p.numel() for p in builder(**kwargs).parameters())
+            shown = ", ".join(f"{k}={kwargs[k]:g}" for k in _SIZED_BEYOND if k in kwargs)
+            try:
+                with torch.device("meta"):
+                    params = sum(p.numel() for p in builder(**kwargs).parameters())
+            except RuntimeError:  # even the tensor sizes overflow 64 bits
+                raise MobileNetError(f"{name} with {shown} is too large to build (its tensor sizes overflow)") from None
             if params > MAX_PARAMS:
-                shown = ", ".join(f"{k}={kwargs[k]:g}" for k in _SIZED_BEYOND if k in kwargs)
                 raise MobileNetError(f"{name} with {shown} would have {params:,} parameters ({params * 4 / 1e9:,.0f} "
                                      f"GB in fp32), more than the {MAX_PARAMS:,} this package builds")
         return builder(**kwargs)
