@@ -7,10 +7,9 @@ import os
 import sys
 import tempfile
 
+from ..deploy.backends import BACKENDS as _BACKENDS
 from ..errors import MobileNetError
 from .options import int_list, positive_float, positive_int
-
-_BACKENDS = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8")
 
 
 def _backend_list(text: str) -> list[str]:

@@ -3,9 +3,10 @@
 from .backends import BACKENDS, Runner, make_runner
 from .export import ExportResult, check_matches, export_onnx, read_info
 from .fold import count_batch_norms, fold_bn
+from .quantize import quantize_onnx
 from .source import ModelInfo, load_model, model_info
 
 __all__ = [
     "BACKENDS", "ExportResult", "ModelInfo", "Runner", "check_matches", "count_batch_norms", "export_onnx",
-    "fold_bn", "load_model", "make_runner", "model_info", "read_info",
+    "fold_bn", "load_model", "make_runner", "model_info", "quantize_onnx", "read_info",
 ]

@@ -113,7 +113,6 @@ def _torch_runner(model: nn.Module, info: ModelInfo) -> Runner:
 
 def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool) -> Runner:
     folded = fold_bn(model).to(memory_format=torch.channels_last)
-    eager = folded
     compiled = None
     note = "BN folded, channels_last, eager"
     if use_compile and hasattr(torch, "compile"):
@@ -123,7 +122,6 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool) -> 
         except Exception as e:  # no compiler toolchain or an unsupported platform
             note = f"BN folded, channels_last, eager (torch.compile unavailable: {type(e).__name__})"
     state = {"compiled": compiled}
-    runner: Runner
 
     def run(images):
         x = _as_tensor(images).contiguous(memory_format=torch.channels_last)
@@ -139,7 +137,7 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool) -> 
                 runner.note = f"BN folded, channels_last, eager (torch.compile failed: {type(e).__name__})"
                 warnings.warn(f"torch.compile failed, running eager: {e}", RuntimeWarning, stacklevel=2)
         with torch.inference_mode():
-            return eager(x)
+            return folded(x)
 
     runner = Runner("torch-fast", info, run, note, module=folded)
     return runner
