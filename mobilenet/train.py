@@ -184,7 +184,7 @@ def _resume_path(cfg: TrainConfig) -> Path:
     if cfg.resume in ("", "auto", "last"):
         if cfg.output is None:
             raise MobileNetError("--resume without a checkpoint needs --output (the run directory)")
-        path = Path(cfg.output)
+        return Path(cfg.output) / "last.pt"  # even before the directory exists (a run killed while starting)
     return path / "last.pt" if path.is_dir() else path
 
 
