@@ -266,6 +266,13 @@ def test_a_second_run_in_the_same_directory_refuses_and_a_dead_owner_lock_is_tak
         train(_config(out, resume="auto", max_steps=2))
 
 
+def test_resume_of_a_run_killed_before_it_created_its_directory_starts_it_there(tmp_path, capsys):
+    out = tmp_path / "never-created"
+    assert main(_cli_args(out, True) + ["--max-steps", "1"]) == 0
+    assert read_checkpoint(out / "last.pt")["step"] == 1 and not (tmp_path / "last.pt").exists()
+    assert "starting the run from the beginning" in capsys.readouterr().err
+
+
 def _cli_args(out: Path, resume: bool) -> list[str]:
     args = ["train", "--model", "mobilenet_v1", "--alpha", "0.25", "--resolution", "32", "--data", "shapes",
             "--limit", "64", "--batch-size", "16", "--epochs", "2", "--checkpoint-every", "1", "--no-progress",
