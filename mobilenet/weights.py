@@ -222,8 +222,8 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def _check_info(info, path: Path) -> None:
     """The metadata's shape (see the module docstring), so that a damaged file fails here with its name."""
     pre = info.get("preprocessing", {}) if isinstance(info, dict) else None
-    ok = (isinstance(info, dict) and isinstance(info.get("model", ""), str) and isinstance(info.get("options", {}), dict)
-          and isinstance(pre, dict)
+    ok = (isinstance(info, dict) and isinstance(info.get("model", ""), str)
+          and isinstance(info.get("options", {}), dict) and isinstance(pre, dict)
           and all(isinstance(pre.get(k, [1.0]), list) and pre.get(k, [1.0])
                   and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pre.get(k, [1.0]))
                   for k in ("mean", "std")))

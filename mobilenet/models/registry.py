@@ -82,7 +82,8 @@ def _sized(builder: Callable[..., nn.Module], name: str) -> Callable[..., nn.Mod
     """``builder``, refusing (MobileNetError) a model of more than ``MAX_PARAMS`` parameters before allocating it."""
 
     def build(**kwargs) -> nn.Module:
-        beyond = any(isinstance(kwargs.get(k), (int, float)) and kwargs[k] > limit for k, limit in _SIZED_BEYOND.items())
+        beyond = any(isinstance(kwargs.get(k), (int, float)) and kwargs[k] > limit
+                     for k, limit in _SIZED_BEYOND.items())
         if beyond:
             shown = ", ".join(f"{k}={kwargs[k]:g}" for k in _SIZED_BEYOND if k in kwargs)
             try:
