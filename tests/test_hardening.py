@@ -4,6 +4,7 @@ a second run in the same directory."""
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import pickle
@@ -212,7 +213,7 @@ def test_a_damaged_checkpoint_is_detected_and_the_previous_one_resumes_exactly(t
     data = bytearray(last.read_bytes())
     if damage == "flip":  # one bit in the middle of the tensor data: the archive itself still opens
         data[len(data) // 2] ^= 0x10
-        torch.load(__import__("io").BytesIO(bytes(data)), weights_only=True)
+        torch.load(io.BytesIO(bytes(data)), weights_only=True)
     else:
         del data[len(data) * 2 // 3:]
     last.write_bytes(bytes(data))
