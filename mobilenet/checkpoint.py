@@ -87,6 +87,7 @@ def save_atomic(obj: dict, path: str | os.PathLike, keep_previous: bool = False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide checkpoints from the rest of a team
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getbuffer())
             f.flush()
