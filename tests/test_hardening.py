@@ -281,6 +281,22 @@ def _cli_args(out: Path, resume: bool) -> list[str]:
     return args + (["--resume"] if resume else [])
 
 
+STEPS = 8  # of the run _cli_args describes: 64 samples / batch 16 x 2 epochs
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _wait(proc: subprocess.Popen, until, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while proc.poll() is None and time.perf_counter() < deadline and not until():
+        time.sleep(0.005)
+
+
 def kill_loop(tmp_path: Path, kills: int, seed: int = 0) -> dict:
     """Runs the training CLI and kills it with SIGKILL at a random moment of its life, ``kills`` times, each next
     run being the same command with ``--resume``; a run that finishes before its kill is compared with the
@@ -298,9 +314,14 @@ def kill_loop(tmp_path: Path, kills: int, seed: int = 0) -> dict:
         runs += 1
         proc = subprocess.Popen(command + _cli_args(out, not fresh), env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        try:
-            proc.wait(timeout=rng.uniform(0.05, 1.0) * whole)
-        except subprocess.TimeoutExpired:
+        done_steps = 0 if fresh or not steps_at_kill or steps_at_kill[-1] is None else steps_at_kill[-1]
+        if rng.random() < 0.25 or done_steps >= STEPS - 1:  # any moment of the process's life, start-up included
+            _wait(proc, lambda: False, rng.uniform(0.05, 1.0) * whole)
+        else:  # just after checkpoint k begins (its step is logged first), then 0-50 ms on: in a write or a step
+            k = rng.randint(done_steps + 1, STEPS - 1)
+            _wait(proc, lambda: _lines(out / "steps.jsonl") >= k, 2 * whole)
+            time.sleep(rng.uniform(0, 0.05))
+        if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=60)
         err = proc.stderr.read()
