@@ -22,7 +22,7 @@ test: $(VENV)/.installed  ## the fast test suite
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
 
-FUZZ_EXAMPLES ?= 2000
+FUZZ_EXAMPLES ?= 1000
 fuzz: $(VENV)/.installed  ## minutes of fuzzing every parser (inputs per parser: FUZZ_EXAMPLES), then 20 kill -9/resumes
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
 	$(PY) -m pytest -q -s -m slow tests/test_hardening.py
