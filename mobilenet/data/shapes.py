@@ -73,26 +73,31 @@ CLASS_NAMES = tuple(SHAPES)
 
 @dataclass(frozen=True)
 class ShapesConfig:
-    """The generator's knobs, in units of the image side unless noted. The defaults are the calibrated dataset."""
+    """The generator's knobs, in units of the image side unless noted. The defaults are the calibrated dataset.
 
-    size: tuple[float, float] = (0.2, 0.38)          # main shape's radius
-    aspect: tuple[float, float] = (0.9, 1.11)        # x/y stretch before rotation
-    outline_prob: float = 0.15                       # share of outline-only (not filled) main shapes
+    Calibrated with SGD (momentum 0.9, peak rate 0.1, cosine, label smoothing 0.1, batch 64, "light"
+    augmentation), 20 epochs: mobilenet_v1 α=0.5 at 64 px reaches 67.7 % val top-1; with lighter clutter (no
+    minimum of distractors, less noise and fewer outlines) the same run reached 92.4 % at 64 px and 54.8 % at 32 px.
+    """
+
+    size: tuple[float, float] = (0.18, 0.36)         # main shape's radius
+    aspect: tuple[float, float] = (0.87, 1.15)       # x/y stretch before rotation
+    outline_prob: float = 0.25                       # share of outline-only (not filled) main shapes
     outline_width: tuple[float, float] = (0.12, 0.25)  # outline width, as a share of the radius
-    min_contrast: float = 0.35                       # luma gap between the main shape and the background, in [0, 1]
-    distractor_shapes: tuple[int, int] = (0, 2)      # smaller shapes of other classes (count range, inclusive)
-    distractor_scale: tuple[float, float] = (0.2, 0.4)  # their radius relative to the main shape's
-    strokes: tuple[int, int] = (0, 3)                # thin random strokes (count range, inclusive)
-    front_prob: float = 0.2                          # chance each clutter item is drawn over the main shape
-    noise: tuple[float, float] = (0.0, 0.06)        # std of Gaussian pixel noise, in [0, 1] units
+    min_contrast: float = 0.3                        # luma gap between the main shape and the background, in [0, 1]
+    distractor_shapes: tuple[int, int] = (1, 3)      # smaller shapes of other classes (count range, inclusive)
+    distractor_scale: tuple[float, float] = (0.25, 0.5)  # their radius relative to the main shape's
+    strokes: tuple[int, int] = (1, 4)                # thin random strokes (count range, inclusive)
+    front_prob: float = 0.25                         # chance each clutter item is drawn over the main shape
+    noise: tuple[float, float] = (0.01, 0.08)        # std of Gaussian pixel noise, in [0, 1] units
 
 
 # Split sizes and the per-split stream id mixed into each image's seed, so the splits never share an image.
 SPLITS = {"train": (8000, 1), "val": (1000, 2), "test": (1000, 3)}
 # Per-channel statistics of the default dataset (train split, measured over 2,000 images at 64 px, rounded);
 # tests/test_data.py re-measures them.
-SHAPES_MEAN = (0.497, 0.497, 0.499)
-SHAPES_STD = (0.263, 0.277, 0.257)
+SHAPES_MEAN = (0.497, 0.499, 0.504)
+SHAPES_STD = (0.259, 0.271, 0.256)
 
 
 def _luma(rgb: np.ndarray) -> float:
