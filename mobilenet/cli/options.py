@@ -32,6 +32,36 @@ def positive_int(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    """An argparse type for a number in [0, 1) (dropout, momentum, label smoothing, EMA decay)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """An argparse type for a finite number >= 0 (weight decay, warm-up epochs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type for an integer >= 0."""
+    value = non_negative(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(value)
+
+
 def int_list(text: str) -> list[int]:
     """An argparse type for a comma-separated list of integers ≥ 1, e.g. ``1,32``."""
     return [positive_int(part.strip()) for part in text.split(",") if part.strip()] or _empty(text)

@@ -12,36 +12,9 @@ from pathlib import Path
 from ..errors import MobileNetError
 from ..optim import OPTIMIZERS, SCHEDULES
 from ..train import TrainConfig
-from .options import positive_float, positive_int
+from .options import count, fraction, non_negative, positive_float, positive_int
 
 _D = TrainConfig()
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = _non_negative(text)
-    if value != int(value):
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return int(value)
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -55,7 +28,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"width multiplier alpha: channels x alpha, cost ~ alpha^2 (default {_D.alpha})")
     g.add_argument("--resolution", type=positive_int, default=S,
                    help=f"input side in pixels, rho x 224 (default {_D.resolution})")
-    g.add_argument("--dropout", type=_fraction, default=S, help="dropout before the classifier (default: the "
+    g.add_argument("--dropout", type=fraction, default=S, help="dropout before the classifier (default: the "
                    "model's own, 0 for V1, 0.2 for V2/V3)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default=S, metavar="D", help=f"embedded dataset name, or a folder: class "
@@ -69,9 +42,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"training augmentation: random-resized crop + flip, a lighter crop (the V1 paper's choice "
                    f"for small models), or none (default {_D.augment})")
     g.add_argument("--limit", type=positive_int, default=S, help="use at most this many train and val samples")
-    g.add_argument("--val-fraction", type=_fraction, default=S,
+    g.add_argument("--val-fraction", type=fraction, default=S,
                    help=f"share held out for validation from a plain class folder (default {_D.val_fraction})")
-    g.add_argument("--workers", type=_count, default=S, help=f"data-loading processes (default {_D.workers})")
+    g.add_argument("--workers", type=count, default=S, help=f"data-loading processes (default {_D.workers})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, default=S, help=f"passes over the data (default {_D.epochs})")
     g.add_argument("--batch-size", type=positive_int, default=S,
@@ -79,19 +52,19 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=positive_float, default=S, help=f"peak learning rate (default {_D.lr})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S,
                    help=f"SGD with momentum, or RMSprop as in the papers (default {_D.optimizer})")
-    g.add_argument("--momentum", type=_fraction, default=S, help=f"(default {_D.momentum})")
-    g.add_argument("--weight-decay", type=_non_negative, default=S,
+    g.add_argument("--momentum", type=fraction, default=S, help=f"(default {_D.momentum})")
+    g.add_argument("--weight-decay", type=non_negative, default=S,
                    help=f"L2 on conv/linear weights; never on depthwise filters, norms, biases unless --decay-all "
                    f"(default {_D.weight_decay})")
     g.add_argument("--decay-all", action="store_true", default=S, help="apply weight decay to every parameter")
     g.add_argument("--schedule", choices=SCHEDULES, default=S, help=f"after warm-up (default {_D.schedule})")
-    g.add_argument("--warmup-epochs", type=_non_negative, default=S,
+    g.add_argument("--warmup-epochs", type=non_negative, default=S,
                    help=f"linear warm-up length (default {_D.warmup_epochs})")
     g.add_argument("--step-epochs", type=positive_int, default=S,
                    help=f"step schedule: the rate x --gamma every this many epochs (default {_D.step_epochs})")
     g.add_argument("--gamma", type=positive_float, default=S, help=f"step schedule factor (default {_D.gamma})")
-    g.add_argument("--label-smoothing", type=_fraction, default=S, help=f"(default {_D.label_smoothing})")
-    g.add_argument("--ema", type=_fraction, default=S,
+    g.add_argument("--label-smoothing", type=fraction, default=S, help=f"(default {_D.label_smoothing})")
+    g.add_argument("--ema", type=fraction, default=S,
                    help="keep an exponential moving average of the weights with this decay, e.g. 0.999, and "
                    "evaluate it (default 0: off)")
     g = p.add_argument_group("speed and reproducibility")
@@ -110,7 +83,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", nargs="?", const="auto", metavar="CKPT", default=S,
                    help="continue a run exactly from a checkpoint or run directory (bare --resume: --output's "
                    "last.pt); only --epochs and speed/output options may change")
-    g.add_argument("--checkpoint-every", type=_count, default=S,
+    g.add_argument("--checkpoint-every", type=count, default=S,
                    help="also save last.pt every N steps (default 0: at the end of each epoch only)")
     g.add_argument("--max-steps", type=positive_int, default=S,
                    help="stop after this many steps in all (saving last.pt); the schedule still spans --epochs")
@@ -139,7 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["val", "test", "train"], default="val", help="default val")
     p.add_argument("--batch-size", type=positive_int, default=128, help="default 128")
     p.add_argument("--limit", type=positive_int, help="evaluate at most this many samples")
-    p.add_argument("--workers", type=_count, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--workers", type=count, default=0, help="data-loading processes (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run kept an EMA")
     p.add_argument("--confusion", metavar="PNG", help="also save the confusion matrix as a PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1, top5 in percent, ...)")
@@ -164,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="default 32")
     p.add_argument("--steps", type=positive_int, default=5, help="timed steps per round (default 5)")
     p.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds, median kept (default 3)")
-    p.add_argument("--warmup", type=_count, default=2, help="untimed steps per variant (default 2)")
+    p.add_argument("--warmup", type=count, default=2, help="untimed steps per variant (default 2)")
     p.add_argument("--all-variants", action="store_true",
                    help="also time fp32 + channels_last and bf16 NCHW, to see what each change contributes")
     p.add_argument("--convergence", type=positive_int, metavar="EPOCHS",
