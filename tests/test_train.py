@@ -261,3 +261,30 @@ def test_cli_train_eval_predict_and_bench_train(tmp_path, capsys):
     bench = json.loads(capsys.readouterr().out)
     speeds = {v["variant"]: v["images_per_s"] for v in bench["variants"]}
     assert bench["ratio"] == pytest.approx(speeds["bf16 + channels_last"] / speeds["eager fp32 NCHW"])
+
+
+def test_cli_eval_and_predict_on_other_backends(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert cli(["train", "--alpha", "0.25", "--resolution", "32", "--limit", "48", "--batch-size", "16",
+                "--epochs", "1", "--no-progress", "--output", str(run), "--json"]) == 0
+    capsys.readouterr()
+    top1 = {}
+    for backend in ("torch", "onnxruntime"):
+        assert cli(["eval", "--checkpoint", str(run), "--limit", "48", "--json", "--backend", backend]) == 0
+        top1[backend] = json.loads(capsys.readouterr().out)["top1"]
+    assert top1["onnxruntime"] == pytest.approx(top1["torch"])  # same weights, float32 in both
+
+    from mobilenet.data import load_data
+    from PIL import Image
+
+    bundle = load_data("shapes", resolution=32, augment="none", limit=4)
+    x = bundle.val[0][0] * torch.tensor(bundle.std).view(3, 1, 1) + torch.tensor(bundle.mean).view(3, 1, 1)
+    image = tmp_path / "one.png"
+    Image.fromarray((x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype("uint8")).save(image)
+    probs = {}
+    for backend in ("torch", "onnxruntime"):
+        assert cli(["predict", "--checkpoint", str(run), str(image), "--json", "--backend", backend]) == 0
+        preds = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+        probs[backend] = [p["prob"] for p in preds]
+    assert probs["onnxruntime"] == pytest.approx(probs["torch"], abs=1e-5)

@@ -115,6 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=count, default=0, help="data-loading processes (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run kept an EMA")
     p.add_argument("--confusion", metavar="PNG", help="also save the confusion matrix as a PNG")
+    _add_backend_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (top1, top5 in percent, ...)")
     p.set_defaults(func=run_eval)
 
@@ -123,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--checkpoint", required=True, metavar="C", help="a .pt checkpoint or a run directory")
     p.add_argument("--top-k", type=positive_int, default=5, help="default 5")
+    _add_backend_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_predict)
 
@@ -209,6 +211,37 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_backend_option(p: argparse.ArgumentParser) -> None:
+    from ..deploy.backends import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="inference backend: PyTorch eager, torch-fast (folded BN, channels_last, compiled), ONNX "
+                        "Runtime float32, or ONNX Runtime int8 (calibrated on a few sample images) (default torch)")
+
+
+def _on_backend(model, backend: str):
+    """``model`` itself for eager PyTorch, else a module whose forward runs the deploy backend's runner."""
+    if backend == "torch":
+        return model
+    import torch
+    from torch import nn
+
+    from ..deploy.backends import make_runner
+
+    class _Backend(nn.Module):
+        # evaluate() reads the device from a parameter and the class count from the model; a runner has neither.
+        def __init__(self):
+            super().__init__()
+            self.runner = make_runner(model, backend)
+            self.num_classes = model.num_classes
+            self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
+
+        def forward(self, x):
+            return torch.as_tensor(self.runner(x)).float()
+
+    return _Backend()
+
+
 def _eval_data(args: argparse.Namespace, ckpt: dict):
     from ..data import load_data
 
@@ -236,7 +269,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     model, ckpt = load_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     spec, dataset = _eval_data(args, ckpt)
-    metrics = evaluate(model, dataset, args.batch_size, workers=args.workers)
+    metrics = evaluate(_on_backend(model, args.backend), dataset, args.batch_size, workers=args.workers)
     names = ckpt["class_names"]
     if args.confusion:
         plot_confusion(metrics["confusion"], names, args.confusion, f"{spec} ({args.split}): top-1 "
@@ -264,6 +297,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..train import load_checkpoint
 
     model, ckpt = load_checkpoint(args.checkpoint)
+    model = _on_backend(model, args.backend)
     names, res = ckpt["class_names"], ckpt["model_kwargs"]["resolution"]
     k = min(args.top_k, len(names))
     results = []
