@@ -76,12 +76,7 @@ def tiny_config(out: Path, **kw) -> TrainConfig:
     return TrainConfig(**kw)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def test_save_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):

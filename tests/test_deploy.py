@@ -23,14 +23,7 @@ ALL_MODELS = mobilenet.list_models()
 RES, ALPHA = 64, 0.25
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small models at batch <= 24 gain nothing from a second thread, and one thread keeps the run steady when the
-    # machine is shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def trained_like(name: str, num_classes: int = 7, seed: int = 0, **kwargs) -> nn.Module:

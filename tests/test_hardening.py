@@ -27,12 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KILLS = int(os.environ.get("FAULT_KILLS", "3"))  # the slow test and `make fuzz` run the full 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same thread count as the OMP_NUM_THREADS=1 children: bitwise-equal results
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # ---------------------------------------------------------------------------------------------------------------

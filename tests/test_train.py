@@ -28,13 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(model="mobilenet_v1", alpha=0.25, resolution=32, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from a second thread, and a busy machine makes two threads much slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def blobs(n: int, classes: int = 4, seed: int = 0) -> TensorDataset:
