@@ -16,7 +16,7 @@ from PIL import Image
 
 from mobilenet.cli.main import main
 from mobilenet.reproduce import claims as claims_mod
-from mobilenet.reproduce.experiments import ExperimentConfig, RunSpec, plan, summarize, table_rows
+from mobilenet.reproduce.experiments import ExperimentConfig, RunSpec, core, plan, summarize, table_rows
 from mobilenet.reproduce.report import FIGURES, match_summary, write_report
 from mobilenet.reproduce.speed import core_idea_speed, theoretical_ratio
 from mobilenet.reproduce.tables import all_tables
@@ -162,6 +162,22 @@ def test_accuracy_claim_rules_can_fail():
     chance = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(
         {s.key: 100 / 12 for s in plan(ExperimentConfig().resolutions())}))}
     assert set(chance.values()) == {"not resolved"}
+
+
+def test_plan_puts_tables_4_to_7_first_and_fits_epochs_to_them():
+    res = ExperimentConfig().resolutions()
+    assert list(res.values()) == [64, 55, 46, 37]  # 224 · (1, 6/7, 5/7, 4/7) scaled to a base of 64
+    full, must = plan(res, 0.5), core(res, 0.5)
+    # 16 grid configurations, Shallow MobileNet and Conv MobileNet; the grid's α = 0.5 row serves Table 4 too.
+    assert len(full) == 18 and len(set(full)) == 18
+    assert full[:len(must)] == must
+    keys = {s.key for s in must}
+    assert keys == {"mobilenet_v1_conv-a0.5-r64", "mobilenet_v1-a0.5-r64", "mobilenet_v1-a0.75-r64",
+                    "mobilenet_v1_shallow-a1-r64", "mobilenet_v1-a1-r64", "mobilenet_v1-a0.25-r64",
+                    "mobilenet_v1-a1-r55", "mobilenet_v1-a1-r46", "mobilenet_v1-a1-r37"}
+    # At the paper's width Table 4 pairs Conv MobileNet with the α = 1 row instead.
+    assert len(plan(res, 1.0)) == 18 and {s.key for s in table_rows(res, 1.0)["table4"]} == {
+        "mobilenet_v1_conv-a1-r64", "mobilenet_v1-a1-r64"}
 
 
 def _check_png(path):

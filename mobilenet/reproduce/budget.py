@@ -21,13 +21,15 @@ _EVAL_FRACTION = 1 / 3  # a forward pass costs about a third of a training step
 
 
 def seconds_per_sample(model_name: str, alpha: float, resolution: int, num_classes: int, in_chans: int,
-                       batch_size: int) -> float:
-    """Wall-clock seconds per image of a training step (forward, backward, SGD update), fp32 NCHW."""
+                       batch_size: int, channels_last: bool = False) -> float:
+    """Wall-clock seconds per image of a training step (forward, backward, SGD update), fp32."""
     torch.manual_seed(0)
     model = create_model(model_name, alpha=alpha, resolution=resolution, num_classes=num_classes,
                          in_chans=in_chans).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(batch_size, in_chans, resolution, resolution)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (batch_size,))
 
     def step():
@@ -57,44 +59,54 @@ def data_seconds(dataset, count: int = 24) -> tuple[float, float]:
     return max(first - again, 0.0), again
 
 
+def run_cost(spec, bundle, sample_s: float, load_s: float, timing_repeats: int) -> tuple[float, float]:
+    """Estimated (seconds per epoch, seconds that do not grow with epochs) of one run of ``spec`` on ``bundle``."""
+    n_test = len(bundle.test) if bundle.test is not None else 0
+    params = sum(p.numel() for p in create_model(spec.model, alpha=spec.alpha, num_classes=len(bundle.class_names),
+                                                 in_chans=bundle.in_chans).parameters())
+    # Training and validation each epoch, plus writing last.pt/best.pt (weights and momentum, ~200 MB/s).
+    per_epoch = (len(bundle.train) * (sample_s + load_s) + len(bundle.val) * (sample_s * _EVAL_FRACTION + load_s)
+                 + 2 * 8 * params / 2e8)
+    fixed = n_test * (sample_s * _EVAL_FRACTION + load_s) + (timing_repeats + 2) * 32 * sample_s * _EVAL_FRACTION + 3.0
+    return per_epoch, fixed
+
+
 def fit_epochs(runs: list, bundles: dict, batch_size: int, timing_repeats: int, deadline: float,
-               progress: bool = False) -> dict:
+               progress: bool = False, optional: list = (), channels_last: bool = False) -> dict:
     """The largest equal number of epochs for ``runs`` (a list of ``RunSpec``, one entry per seed) that fits.
 
     Args:
-        runs: the runs that must fit (every configuration's first seed, plus the extra seeds asked for the
-            Table 4 and 5 pairs).
+        runs: the runs that must fit (Tables 4-7 at the first seed).
         bundles: resolution -> the data bundle the runs will use.
         batch_size: training batch.
         timing_repeats: timed batches of the inference-time measurement after each run.
         deadline: ``time.time()`` by which the training must be done (this measurement's own time counts).
+        progress: show a progress bar.
+        optional: runs that go only on time left over; their cost is estimated too (``"cost"``), not fitted.
+        channels_last: measure in the memory format the runs will train in.
 
     Returns:
-        ``{"epochs", "per_epoch_s", "fixed_s", "left_s", "sample_s": {key: s}, "render_s", "load_s"}``: the
-        estimated seconds per epoch of all the runs together, the seconds that do not grow with epochs, and the
-        seconds left when the measurement finished.
+        ``{"epochs", "per_epoch_s", "fixed_s", "left_s", "sample_s": {key: s}, "cost": {key: (per_epoch_s,
+        fixed_s)}, "render_s", "load_s"}``: the estimated seconds per epoch of the fitted runs together, the
+        seconds that do not grow with epochs, the seconds left when the measurement finished, and each
+        configuration's own estimate.
     """
     from tqdm.auto import tqdm
 
     any_bundle = next(iter(bundles.values()))
     classes, chans = len(any_bundle.class_names), any_bundle.in_chans
     render, load = data_seconds(any_bundle.train)
-    sample_s = {}
-    for spec in tqdm({s.key: s for s in runs}.values(), desc="reproduce: measuring speed", unit="model",
-                     disable=not progress):
-        sample_s[spec.key] = seconds_per_sample(spec.model, spec.alpha, spec.resolution, classes, chans, batch_size)
-    per_epoch = fixed = 0.0
-    for spec in runs:
-        b, s = bundles[spec.resolution], sample_s[spec.key]
-        n_test = len(b.test) if b.test is not None else 0
-        params = sum(p.numel() for p in create_model(spec.model, alpha=spec.alpha, num_classes=classes,
-                                                     in_chans=chans).parameters())
-        # Training and validation each epoch, plus writing last.pt/best.pt (weights and momentum, ~200 MB/s).
-        per_epoch += len(b.train) * (s + load) + len(b.val) * (s * _EVAL_FRACTION + load) + 2 * 8 * params / 2e8
-        fixed += n_test * (s * _EVAL_FRACTION + load) + (timing_repeats + 2) * 32 * s * _EVAL_FRACTION + 3.0
+    specs = {s.key: s for s in list(runs) + list(optional)}
+    sample_s, cost = {}, {}
+    for spec in tqdm(specs.values(), desc="reproduce: measuring speed", unit="model", disable=not progress):
+        sample_s[spec.key] = seconds_per_sample(spec.model, spec.alpha, spec.resolution, classes, chans, batch_size,
+                                                channels_last)
+        cost[spec.key] = run_cost(spec, bundles[spec.resolution], sample_s[spec.key], load, timing_repeats)
+    per_epoch = sum(cost[spec.key][0] for spec in runs)
+    fixed = sum(cost[spec.key][1] for spec in runs)
     fixed += sum((len(b.train) + len(b.val) + (len(b.test) if b.test is not None else 0)) * render
                  for b in bundles.values())
     left = deadline - time.time()
     epochs = int((SAFETY * left - fixed) // per_epoch) if per_epoch > 0 else 1
     return {"epochs": max(1, min(MAX_EPOCHS, epochs)), "per_epoch_s": per_epoch, "fixed_s": fixed,
-            "left_s": left, "safety": SAFETY, "sample_s": sample_s, "render_s": render, "load_s": load}
+            "left_s": left, "safety": SAFETY, "sample_s": sample_s, "cost": cost, "render_s": render, "load_s": load}
