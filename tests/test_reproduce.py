@@ -213,8 +213,8 @@ def test_cli_rejects_a_missing_dataset(tmp_path, capsys):
     assert len(err) == 1 and "nope" in err[0]
 
 
-@pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path):
+    # The whole pipeline on 96 images per split, one epoch: about half a minute.
     out = tmp_path / "report"
     assert main(["reproduce", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = (out / "report.md").read_text()

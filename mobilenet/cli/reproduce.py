@@ -32,11 +32,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-resolution", type=positive_int, default=64, metavar="PX",
                    help="input side standing for the paper's 224 (rho = 1); rho = 6/7, 5/7, 4/7 become "
                         "round(PX x rho) (default 64: 64, 55, 46, 37)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="epochs per model (default 2, quick 1)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs per model, the same for all (default: the most for which Tables 4-7 fit the time "
+                        "budget at this machine's measured speed; quick 1)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="training samples, and at most this many evaluation samples per split "
-                        "(default 3000, quick 96)")
-    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 0.1)")
+                        "(default all, quick 96)")
+    p.add_argument("--table4-alpha", type=positive_float, default=None, metavar="A",
+                   help="width of Table 4's pair, MobileNet and Conv MobileNet (default 0.5: Conv MobileNet at "
+                        "alpha 1 alone would take most of an hour on 2 cores; the paper's is 1)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 0.6, for batch 64)")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop"), default=None, help="default sgd (momentum 0.9)")
     p.add_argument("--budget-minutes", type=positive_float, default=None, metavar="M",
                    help="time the training may take in all; runs that would not fit are skipped and listed as "
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {"data": args.data, "base_resolution": args.base_resolution, "progress": not args.no_progress,
                  "keep_runs": args.keep_runs}
-    for name in ("seeds", "epochs", "limit", "lr", "optimizer"):
+    for name in ("seeds", "epochs", "limit", "lr", "optimizer", "table4_alpha"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.budget_minutes is not None:

@@ -192,7 +192,8 @@ def accuracy_claims(experiments: dict | None) -> list[dict]:
             verdict = "holds" + (" (MobileNet is even ahead)" if gap < 0 else "")
         else:
             verdict = "does not hold at this scale" if gap > noise else "points the same way but within noise"
-        claim.update(ours=f"{conv['top1']:.1f} % vs {dw['top1']:.1f} %: {gap:+.1f} points (noise ±{noise:.1f}; "
+        claim.update(ours=f"at α = {dw['alpha']:g}: {conv['top1']:.1f} % vs {dw['top1']:.1f} %: {gap:+.1f} points "
+                          f"(noise ±{noise:.1f}; "
                           f"{_seeds_note(conv, dw)}), for {100 * dw['mult_adds'] / conv['mult_adds']:.1f} % of "
                           f"the Mult-Adds and {100 * dw['params'] / conv['params']:.1f} % of the parameters",
                      verdict=verdict, why=f"the rule: a gap of at most {ACCURACY_GAP_POINTS:g} points counts as "
