@@ -48,13 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "skipped (default 50; quick: no limit)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="intra-op CPU threads (default: 1 when the machine is already busy, else torch's default)")
+    p.add_argument("--rerender", action="store_true",
+                   help="write the report in --out again from the run's saved numbers (JSON), without measuring or "
+                        "training")
     p.add_argument("--keep-runs", action="store_true", help="keep every run's checkpoints under DIR/runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reproduce import ExperimentConfig, reproduce
+    from ..reproduce import ExperimentConfig, rerender, reproduce
+
+    if args.rerender:
+        print(f"report: {rerender(args.out)}")
+        return 0
 
     overrides = {"data": args.data, "base_resolution": args.base_resolution, "progress": not args.no_progress,
                  "keep_runs": args.keep_runs}

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import time
@@ -25,7 +26,7 @@ from .report import write_report
 from .speed import core_idea_speed
 from .tables import all_tables
 
-__all__ = ["ExperimentConfig", "reproduce"]
+__all__ = ["ExperimentConfig", "rerender", "reproduce"]
 
 
 def _machine() -> str:
@@ -101,3 +102,24 @@ def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: b
                    f"{_load()} at the end",
     }
     return write_report(Path(out), meta, tables, speed, exp, claims)
+
+
+def rerender(out: str | os.PathLike) -> Path:
+    """Writes the report of a finished run in ``out`` again from its saved numbers, without measuring or training.
+
+    The claims and their verdicts are the run's own (``claims.json``), not recomputed; the cost tables are counted
+    again (they take a second and do not depend on the run). For a report whose layout or wording has changed.
+    """
+    from ..errors import MobileNetError
+
+    out = Path(out)
+
+    def saved(name: str):
+        try:
+            return json.loads((out / name).read_text())
+        except (OSError, ValueError) as e:
+            raise MobileNetError(f"{out / name}: not the output of a finished `mobilenet reproduce` run ({e})") from None
+
+    meta, speed, exp, claims = saved("report.json")["meta"], saved("speed.json"), saved("experiments.json"), \
+        saved("claims.json")
+    return write_report(out, meta, all_tables(), speed, exp, claims)
