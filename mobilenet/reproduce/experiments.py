@@ -6,9 +6,10 @@ pixels instead of 224, and the paper's ρ = 6/7, 5/7, 4/7 (192, 160, 128 at full
 ``round(base · ρ)`` (55, 46 and 37 for the default base of 64). Every row gets the same data, schedule and number of
 steps; nothing is tuned per model.
 
-Two facts of this CPU set the plan. On "shapes", every model sits at chance for its first ~40-60 thousand training
-images, whatever the width, optimizer or batch, so a run needs ~100 thousand images to say anything; and Conv
-MobileNet at α = 1 trains at ~50 images/s at 64 px, so that one model would need the whole hour. Table 4's pair is
+Two measurements set the plan. On "shapes" every model first sits at chance for tens of thousands of training
+images (MobileNet α = 0.5 at 64 px, batch 64: about 30 thousand at learning rate 0.6, 50 thousand at 0.1; AdamW,
+smaller batches and a plain five-layer CNN did no better), so a run needs about 100 thousand images to say anything.
+And Conv MobileNet at α = 1 trains at about 50 images/s at 64 px on 2 cores: that one model would need the hour. Table 4's pair is
 therefore trained at ``table4_alpha`` (0.5 by default), where the two networks keep the paper's cost ratio (8.2x at
 64 px against 8.6x at α = 1) and cost about as much as one α = 1 MobileNet.
 
