@@ -107,8 +107,8 @@ def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: b
 def rerender(out: str | os.PathLike) -> Path:
     """Writes the report of a finished run in ``out`` again from its saved numbers, without measuring or training.
 
-    The claims and their verdicts are the run's own (``claims.json``), not recomputed; the cost tables are counted
-    again (they take a second and do not depend on the run). For a report whose layout or wording has changed.
+    The cost tables are counted again and the claims judged again by the rules in :mod:`.claims`, from the run's
+    speed and accuracy numbers as saved (both take a second). For a report whose layout, wording or rules changed.
     """
     from ..errors import MobileNetError
 
@@ -120,6 +120,6 @@ def rerender(out: str | os.PathLike) -> Path:
         except (OSError, ValueError) as e:
             raise MobileNetError(f"{out / name}: not the output of a finished `mobilenet reproduce` run ({e})") from None
 
-    meta, speed, exp, claims = saved("report.json")["meta"], saved("speed.json"), saved("experiments.json"), \
-        saved("claims.json")
+    meta, speed, exp = saved("report.json")["meta"], saved("speed.json"), saved("experiments.json")
+    claims = all_claims(speed, exp, len(exp["class_names"]) or 1000, exp["resolutions"])
     return write_report(out, meta, all_tables(), speed, exp, claims)

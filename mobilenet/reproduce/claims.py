@@ -188,16 +188,22 @@ def accuracy_claims(experiments: dict | None) -> list[dict]:
     elif t4:
         conv, dw = t4
         gap, noise = conv["top1"] - dw["top1"], ev.noise(conv, dw)
-        if gap <= ACCURACY_GAP_POINTS:
-            verdict = "holds" + (" (MobileNet is even ahead)" if gap < 0 else "")
+        if -ACCURACY_GAP_POINTS <= gap <= ACCURACY_GAP_POINTS:
+            verdict = "holds"
+        elif gap < 0:
+            # No accuracy lost, but a lead this large says the full-conv network trained more slowly in this
+            # short schedule, not that separable layers are better: the paper's 1-point gap is not reproduced.
+            verdict = ("MobileNet loses nothing here, but the gap is not the paper's: Conv MobileNet is far behind"
+                       if -gap > noise else "holds (MobileNet is ahead, within noise)")
         else:
             verdict = "does not hold at this scale" if gap > noise else "points the same way but within noise"
         claim.update(ours=f"at α = {dw['alpha']:g}: {conv['top1']:.1f} % vs {dw['top1']:.1f} %: {gap:+.1f} points "
                           f"(noise ±{noise:.1f}; "
                           f"{_seeds_note(conv, dw)}), for {100 * dw['mult_adds'] / conv['mult_adds']:.1f} % of "
                           f"the Mult-Adds and {100 * dw['params'] / conv['params']:.1f} % of the parameters",
-                     verdict=verdict, why=f"the rule: a gap of at most {ACCURACY_GAP_POINTS:g} points counts as "
-                     "'about 1 point'; a larger gap within the noise (the larger of the seed spread and two "
+                     verdict=verdict, why=f"the rule: a gap of at most {ACCURACY_GAP_POINTS:g} points either way "
+                     "counts as 'about 1 point'; MobileNet ahead by more than the noise means the comparison measured "
+                     "how fast each network learns at this scale rather than what it can reach; a larger gap within the noise (the larger of the seed spread and two "
                      "standard errors of the difference on this evaluation set) is reported as noise.")
     out.append(_or_missing(claim, t4))
 

@@ -267,7 +267,7 @@ def write_report(out: Path, meta: dict, tables: list[CostTable], speed: dict, ex
     lines += ["## 3. Accuracy at small scale", ""] + accuracy_markdown(exp)
     lines += ["## 4. Figures", ""] + figures_markdown(exp)
     lines += ["## 5. Claims", "", "Each verdict follows from this run's numbers by the rule given under the table "
-              "(fixed in `mobilenet/reproduce/claims.py` before the run).", ""] + claims_markdown(claims)
+              "(in `mobilenet/reproduce/claims.py`).", ""] + claims_markdown(claims)
     lines += ["## 6. Files", "", "`cost_tables.csv` / `.json` (every compared cell), `experiments.csv` / `.json` "
               "(every run and seed), `speed.json`, `claims.json`, `report.json` (all of it), `figures/*.png`.", ""]
     path = out / "report.md"
