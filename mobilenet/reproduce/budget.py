@@ -2,8 +2,9 @@
 
 The machine's speed is measured, not assumed: a few synthetic training steps of every planned configuration, and
 the time to draw and augment a few samples. Every model then trains for the same number of epochs (the paper's
-comparisons are at equal training), the largest that the estimate says fits. The estimate, its inputs and the
-choice all go into the report.
+comparisons are at equal training), the largest for which the runs that must fit (Tables 4-7) do; every other
+run's estimate is kept, to decide later whether it fits in the time left. The estimate, its inputs and the choice
+all go into the report.
 """
 
 from __future__ import annotations
