@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="intra-op CPU threads (default: 1 when the machine is already busy, else torch's default)")
     p.add_argument("--rerender", action="store_true",
-                   help="write the report in --out again from the run's saved numbers (JSON), judging the claims again, "
-                        "without measuring or training")
+                   help="write the report in --out again from the run's saved numbers (JSON), judging the claims "
+                        "again, without measuring or training")
     p.add_argument("--keep-runs", action="store_true", help="keep every run's checkpoints under DIR/runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -118,7 +118,8 @@ def rerender(out: str | os.PathLike) -> Path:
         try:
             return json.loads((out / name).read_text())
         except (OSError, ValueError) as e:
-            raise MobileNetError(f"{out / name}: not the output of a finished `mobilenet reproduce` run ({e})") from None
+            raise MobileNetError(f"{out / name}: not the output of a finished `mobilenet reproduce` run "
+                                 f"({e})") from None
 
     meta, speed, exp = saved("report.json")["meta"], saved("speed.json"), saved("experiments.json")
     claims = all_claims(speed, exp, len(exp["class_names"]) or 1000, exp["resolutions"])

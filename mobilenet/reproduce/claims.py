@@ -198,13 +198,14 @@ def accuracy_claims(experiments: dict | None) -> list[dict]:
         else:
             verdict = "does not hold at this scale" if gap > noise else "points the same way but within noise"
         claim.update(ours=f"at α = {dw['alpha']:g}: {conv['top1']:.1f} % vs {dw['top1']:.1f} %: {gap:+.1f} points "
-                          f"(noise ±{noise:.1f}; "
-                          f"{_seeds_note(conv, dw)}), for {100 * dw['mult_adds'] / conv['mult_adds']:.1f} % of "
+                          f"(noise ±{noise:.1f}; {_seeds_note(conv, dw)}), for "
+                          f"{100 * dw['mult_adds'] / conv['mult_adds']:.1f} % of "
                           f"the Mult-Adds and {100 * dw['params'] / conv['params']:.1f} % of the parameters",
                      verdict=verdict, why=f"the rule: a gap of at most {ACCURACY_GAP_POINTS:g} points either way "
                      "counts as 'about 1 point'; MobileNet ahead by more than the noise means the comparison measured "
-                     "how fast each network learns at this scale rather than what it can reach; a larger gap within the noise (the larger of the seed spread and two "
-                     "standard errors of the difference on this evaluation set) is reported as noise.")
+                     "how fast each network learns at this scale rather than what it can reach; a larger gap within "
+                     "the noise (the larger of the seed spread and two standard errors of the difference on this "
+                     "evaluation set) is reported as noise.")
     out.append(_or_missing(claim, t4))
 
     t5 = _members(experiments, "table5", rows)

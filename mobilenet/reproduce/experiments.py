@@ -9,9 +9,9 @@ steps; nothing is tuned per model.
 Two measurements set the plan. On "shapes" every model first sits at chance for tens of thousands of training
 images (MobileNet α = 0.5 at 64 px, batch 64: about 30 thousand at learning rate 0.6, 50 thousand at 0.1; AdamW,
 smaller batches and a plain five-layer CNN did no better), so a run needs about 100 thousand images to say anything.
-And Conv MobileNet at α = 1 trains at about 50 images/s at 64 px on 2 cores: that one model would need the hour. Table 4's pair is
-therefore trained at ``table4_alpha`` (0.5 by default), where the two networks keep the paper's cost ratio (8.2x at
-64 px against 8.6x at α = 1) and cost about as much as one α = 1 MobileNet.
+And Conv MobileNet at α = 1 trains at about 50 images/s at 64 px on 2 cores: that one model would need the hour.
+Table 4's pair is therefore trained at ``table4_alpha`` (0.5 by default), where the two networks keep the paper's
+cost ratio (8.2x at 64 px against 8.6x at α = 1) and cost about as much as one α = 1 MobileNet.
 
 Runs are ordered by how much the report needs them: Table 4's pair first, then Table 5's, Tables 6 and 7, then the
 rest of the grid at the first seed, then the extra seeds (Table 5's pair first). The number of epochs is fitted to
@@ -157,7 +157,8 @@ def _train_config(cfg: ExperimentConfig, spec: RunSpec, seed: int, output: Path)
     return TrainConfig(
         model=spec.model, alpha=spec.alpha, resolution=spec.resolution, data=cfg.data, limit=cfg.limit,
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
-        warmup_epochs=min(1.0, 0.3 * cfg.epochs), amp=False, channels_last=cfg.channels_last, seed=seed, output=str(output),
+        warmup_epochs=min(1.0, 0.3 * cfg.epochs), amp=False, channels_last=cfg.channels_last, seed=seed,
+        output=str(output),
         progress=cfg.progress,
         **cfg.extra,
     )
@@ -217,7 +218,8 @@ def run_experiments(cfg: ExperimentConfig) -> dict:
         cfg = replace(cfg, epochs=sizing["epochs"])
     workdir = Path(cfg.workdir) if cfg.workdir else Path(tempfile.mkdtemp(prefix="mobilenet-reproduce-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    runs, seconds, predicted = [], {}, {}
+    runs, seconds = [], {}  # seconds: configuration key -> wall-clock time of its first run
+    by_key = {s.key: s for s in specs}
 
     def raw(spec: RunSpec) -> float | None:
         cost = (sizing or {}).get("cost", {}).get(spec.key)
@@ -227,8 +229,8 @@ def run_experiments(cfg: ExperimentConfig) -> dict:
         # The measured estimate, scaled by how far off it was for the runs done so far; else the mean run so far.
         if raw(spec) is None:
             return seconds.get(spec.key, statistics.mean(seconds.values()) if seconds else 0.0)
-        done = [k for k in seconds if k in predicted]
-        return raw(spec) * (sum(seconds[k] for k in done) / sum(predicted[k] for k in done) if done else 1.0)
+        done = [by_key[k] for k in seconds if raw(by_key[k]) is not None]
+        return raw(spec) * (sum(seconds[d.key] for d in done) / sum(raw(d) for d in done) if done else 1.0)
 
     order = [(spec, 0) for spec in specs] + [(spec, seed) for seed in range(1, cfg.seeds)
                                              for spec in pair + [s for s in specs if s not in pair]]
@@ -243,10 +245,7 @@ def run_experiments(cfg: ExperimentConfig) -> dict:
                 runs.append({**_spec_dict(spec), "seed": seed, "status": "skipped (time budget)"})
                 continue
             row = _run_one(cfg, spec, seed, bundles[spec.resolution], workdir)
-            if spec.key not in seconds:
-                seconds[spec.key] = time.time() - started - elapsed
-                if raw(spec) is not None:
-                    predicted[spec.key] = raw(spec)
+            seconds.setdefault(spec.key, time.time() - started - elapsed)
             runs.append(row)
     finally:
         bar.close()
@@ -259,7 +258,8 @@ def run_experiments(cfg: ExperimentConfig) -> dict:
         "resolutions": {str(rho): r for rho, r in resolutions.items()},
         "runs": runs,
         "rows": summarize(runs),
-        "tables": {name: [s.key for s in members] for name, members in table_rows(resolutions, cfg.table4_alpha).items()},
+        "tables": {name: [s.key for s in members]
+                   for name, members in table_rows(resolutions, cfg.table4_alpha).items()},
         "class_names": list(any_bundle.class_names) if any_bundle else [],
         "train_samples": len(any_bundle.train) if any_bundle else 0,
         "eval_samples": len(any_bundle.val if any_bundle.test is None else any_bundle.test) if any_bundle else 0,

@@ -108,7 +108,8 @@ def _sizing_note(sizing: dict | None) -> str:
     if not sizing or "per_epoch_s" not in sizing:
         return ""
     return (f" (chosen before training as the most that fits the time budget at this machine's measured speed: "
-            f"{sizing['per_epoch_s'] / 60:.1f} min per epoch for the runs of Tables 4-7, {sizing['fixed_s'] / 60:.1f} min "
+            f"{sizing['per_epoch_s'] / 60:.1f} min per epoch for the runs of Tables 4-7, "
+            f"{sizing['fixed_s'] / 60:.1f} min "
             f"that do not grow with epochs, {sizing['left_s'] / 60:.1f} min left, planned at "
             f"{100 * sizing['safety']:.0f} %)")
 
