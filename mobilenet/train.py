@@ -38,7 +38,7 @@ __all__ = ["TrainConfig", "evaluate", "load_checkpoint", "train"]
 @dataclass
 class TrainConfig:
     """Every training option; the ``mobilenet train`` flags have the same names (``batch_size`` is
-    ``--batch-size``). Defaults train the demo model: MobileNetV1 at α = 0.5, 64×64, on the embedded shapes data.
+    ``--batch-size``). Defaults train the demo model: MobileNetV1 at α = 0.5, 64×64, on the embedded "patterns" data.
 
     Attributes:
         model: registered model name (``mobilenet list``).
@@ -82,7 +82,7 @@ class TrainConfig:
     model: str = "mobilenet_v1"
     alpha: float = 0.5
     resolution: int | None = 64
-    data: str = "shapes"
+    data: str = "patterns"
     data_format: str | None = None
     in_chans: int = 3
     limit: int | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from fractions import Fraction
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +17,10 @@ from PIL import Image
 from mobilenet.cli.main import main
 from mobilenet.reproduce import claims as claims_mod
 from mobilenet.reproduce import rerender
-from mobilenet.reproduce.experiments import ExperimentConfig, RunSpec, core, plan, summarize, table_rows
+from mobilenet.errors import MobileNetError
+from mobilenet.reproduce import experiments
+from mobilenet.reproduce.experiments import ExperimentConfig, plan, summarize, table_rows
+from mobilenet.reproduce.stats import combine, pack_correct, paired_difference, unpack_correct, verdict
 from mobilenet.reproduce.report import FIGURES, match_summary, write_report
 from mobilenet.reproduce.speed import core_idea_speed, theoretical_ratio
 from mobilenet.reproduce.tables import all_tables
@@ -125,63 +128,141 @@ def test_cost_claims_from_exact_counts():
     assert "does not hold" in small["rho_squared"]["verdict"]
 
 
-def _fake_experiments(accuracy: dict, seeds=(0,), eval_samples=100_000) -> dict:
-    resolutions = ExperimentConfig().resolutions()
+def _fake_experiments(accuracy: dict, images=10_000) -> dict:
+    """Every table and grid run of the default plan, with per-image results of the given accuracy (%) per
+    configuration key (50 by default), drawn independently per configuration and seed."""
+    cfg = ExperimentConfig()
+    rng = np.random.default_rng(0)
     runs = []
-    for spec in plan(resolutions):
-        for seed in seeds:
-            top1 = accuracy.get(spec.key, 50.0) + seed
-            runs.append({"key": spec.key, "label": spec.label, "model": spec.model, "alpha": spec.alpha,
-                         "rho": str(spec.rho), "resolution": spec.resolution, "seed": seed, "status": "done",
-                         "top1": top1, "top5": 90.0, "split": "test", "mult_adds": int(1e6 * spec.alpha * 40),
-                         "params": int(1e6 * spec.alpha * 3), "ms_per_image": 1 + spec.alpha, "train_seconds": 1.0})
-    return {"config": {**vars(ExperimentConfig()), "workdir": None},
-            "resolutions": {str(k): v for k, v in resolutions.items()}, "runs": runs, "rows": summarize(runs),
-            "tables": {n: [s.key for s in m] for n, m in table_rows(resolutions).items()},
-            "class_names": ["a"] * 12, "train_samples": 100, "eval_samples": eval_samples, "seconds": 1.0}
+    for run in plan(cfg):
+        if run.purpose == "sweep":
+            continue
+        spec = run.spec
+        correct = rng.random(images) < accuracy.get(spec.key, 50.0) / 100
+        runs.append({"run": run.name, "purpose": run.purpose, "key": spec.key, "label": spec.label,
+                     "model": spec.model, "alpha": spec.alpha, "rho": str(spec.rho), "resolution": spec.resolution,
+                     "seed": run.seed, "lr": run.lr, "status": "done", "top1": 100 * correct.mean(),
+                     "correct": pack_correct(correct), "test_images": images, "split": "test", "val_top1": 50.0,
+                     "val_top1_by_epoch": [20.0, 50.0], "mult_adds": int(1e6 * spec.alpha * 40),
+                     "params": int(1e6 * spec.alpha * 3), "ms_per_image": 1 + spec.alpha, "train_seconds": 1.0})
+    return {"config": vars(cfg), "resolutions": {str(k): v for k, v in cfg.resolutions().items()}, "runs": runs,
+            "rows": summarize(runs), "sweep": [],
+            "tables": {n: [s.key for s in m] for n, m in table_rows(cfg.resolutions(), cfg.table4_alpha).items()},
+            "class_names": ["a"] * 64, "train_samples": 100, "val_samples": 100, "eval_samples": images,
+            "seconds": 1.0}
+
+
+def test_verdict_rule_maps_intervals_as_written():
+    inf = float("inf")
+    assert verdict(0.5, 2.0, (0, inf)) == "holds"
+    assert verdict(-0.5, 2.0, (0, inf)) == "not resolved"
+    assert verdict(-2.0, -0.5, (0, inf)) == "does not hold"
+    assert verdict(-2.0, 0.0, (0, inf)) == "does not hold"  # no fall at all is not a fall
+    assert verdict(0.4, 2.5, (-3, 3)) == "holds"
+    assert verdict(2.0, 4.0, (-3, 3)) == "not resolved"
+    assert verdict(3.5, 9.0, (-3, 3)) == "does not hold" and verdict(-9.0, -3.0, (-3, 3)) == "does not hold"
+    assert combine(["holds", "holds"]) == "holds"
+    assert combine(["holds", "not resolved"]) == "not resolved"
+    assert combine(["not resolved", "does not hold", "holds"]) == "does not hold"
+
+
+def test_paired_difference_is_exact_at_the_extremes_and_covers_the_truth():
+    ones, zeros = np.ones((3, 500), bool), np.zeros((3, 500), bool)
+    d = paired_difference(ones, zeros)
+    assert d["mean"] == d["low"] == d["high"] == 100.0 and (d["seeds"], d["images"]) == (3, 500)
+    same = paired_difference(ones[:, :7] ^ np.eye(3, 7, dtype=bool), ones[:, :7] ^ np.eye(3, 7, dtype=bool))
+    assert same["mean"] == same["low"] == same["high"] == 0.0
+    # A true 2-point difference on 10,000 images and 3 seeds: the interval contains it and is narrow enough to
+    # tell 2 points from 0. Pairing matters: B is A with 2 % of its right answers turned wrong.
+    rng = np.random.default_rng(1)
+    a = rng.random((3, 10_000)) < 0.6
+    b = a & (rng.random((3, 10_000)) > 0.02 / 0.6)
+    d = paired_difference(a, b)
+    assert d["low"] < 2.0 < d["high"] and d["low"] > 1.0 and d["high"] - d["low"] < 1.0
+    # Seeds that disagree (one +10, one -10 points) widen the interval across 0.
+    c = a.copy()
+    c[0] = a[0] & (rng.random(10_000) > 0.1 / 0.6)
+    c[1] = a[1] | (rng.random(10_000) < 0.1 / 0.4)
+    wide = paired_difference(a, c)
+    assert wide["low"] < 0 < wide["high"]
+    with pytest.raises(ValueError):
+        paired_difference(ones, zeros[:2])
+    bits = rng.random(1234) < 0.5
+    assert np.array_equal(unpack_correct(pack_correct(bits), 1234), bits)
 
 
 def test_accuracy_claim_rules_can_fail():
-    base = ExperimentConfig().base_resolution
-    dw, conv = RunSpec("mobilenet_v1", 1.0, Fraction(1), base), RunSpec("mobilenet_v1_conv", 1.0, Fraction(1), base)
-    thin = RunSpec("mobilenet_v1", 0.75, Fraction(1), base)
-    shallow = RunSpec("mobilenet_v1_shallow", 1.0, Fraction(1), base)
-    good = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(
-        {conv.key: 71.0, dw.key: 70.0, thin.key: 68.0, shallow.key: 60.0}))}
-    assert good["separable_accuracy"] == "holds" and good["thinner_beats_shallower"] == "holds"
+    cfg = ExperimentConfig()
+    rows = table_rows(cfg.resolutions(), cfg.table4_alpha)
+    conv, dw = rows["table4"]
+    thin, shallow = rows["table5"]
+    widths = [s.key for s in rows["table6"]]
+    sides = [s.key for s in rows["table7"]]
+    paperlike = {conv.key: 61.0, dw.key: 60.0, thin.key: 65.0, shallow.key: 58.0,
+                 **dict(zip(widths, (70.0, 65.0, 60.0, 50.0))), **dict(zip(sides, (70.0, 66.0, 62.0, 55.0)))}
+    good = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(paperlike))}
+    assert good == {"separable_accuracy": "holds", "thinner_beats_shallower": "holds", "smooth_alpha": "holds",
+                    "smooth_rho": "holds"}
     bad = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(
-        {conv.key: 80.0, dw.key: 60.0, thin.key: 50.0, shallow.key: 55.0}))}
-    assert bad["separable_accuracy"] == "does not hold at this scale"
-    assert bad["thinner_beats_shallower"] == "does not hold at this scale"
-    # A full-conv network far behind is not the paper's 1-point gap, whichever way it points.
-    far = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments({conv.key: 15.0, dw.key: 84.0}))}
-    assert far["separable_accuracy"].startswith("MobileNet loses nothing here, but the gap is not the paper's")
-    rising = {RunSpec("mobilenet_v1", a, Fraction(1), base).key: 40 + 20 * (1 - a) for a in (1.0, 0.75, 0.5, 0.25)}
-    smooth = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(rising))}
-    assert smooth["smooth_alpha"] == "does not hold at this scale"
-    # The same 8-point lead measured on 50 images is within noise; everything at chance (1/12) says nothing.
-    noisy = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(
-        {conv.key: 71.0, dw.key: 70.0, thin.key: 68.0, shallow.key: 60.0}, eval_samples=50))}
-    assert noisy["thinner_beats_shallower"] == "points the same way but within noise"
-    chance = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(
-        {s.key: 100 / 12 for s in plan(ExperimentConfig().resolutions())}))}
-    assert set(chance.values()) == {"not resolved"}
+        {**paperlike, conv.key: 80.0, thin.key: 50.0, sides[2]: 72.0}))}
+    # α = 0.75 is Table 5's thinner model too: at 50 % it also breaks Table 6's fall.
+    assert bad == {"separable_accuracy": "does not hold", "thinner_beats_shallower": "does not hold",
+                   "smooth_alpha": "does not hold", "smooth_rho": "does not hold"}
+    # The same paper-like means on 200 images: the intervals are too wide to say anything.
+    small = {c["id"]: c["verdict"] for c in claims_mod.accuracy_claims(_fake_experiments(paperlike, images=200))}
+    assert small["separable_accuracy"] == "not resolved" and small["smooth_rho"] == "not resolved"
+    missing = _fake_experiments(paperlike)
+    missing["runs"] = [r for r in missing["runs"] if r["key"] != conv.key]
+    by_id = {c["id"]: c for c in claims_mod.accuracy_claims(missing)}
+    assert by_id["separable_accuracy"]["verdict"] == "not measured"
 
 
-def test_plan_puts_tables_4_to_7_first_and_fits_epochs_to_them():
-    res = ExperimentConfig().resolutions()
+def test_plan_pairs_seeds_and_sweeps_the_rate():
+    cfg = ExperimentConfig()
+    res = cfg.resolutions()
     assert list(res.values()) == [64, 55, 46, 37]  # 224 · (1, 6/7, 5/7, 4/7) scaled to a base of 64
-    full, must = plan(res, 0.5), core(res, 0.5)
-    # 16 grid configurations, Shallow MobileNet and Conv MobileNet; the grid's α = 0.5 row serves Table 4 too.
-    assert len(full) == 18 and len(set(full)) == 18
-    assert full[:len(must)] == must
-    keys = {s.key for s in must}
+    runs = plan(cfg)
+    tables = [r for r in runs if r.purpose == "tables"]
+    keys = {r.spec.key for r in tables}
     assert keys == {"mobilenet_v1_conv-a0.5-r64", "mobilenet_v1-a0.5-r64", "mobilenet_v1-a0.75-r64",
                     "mobilenet_v1_shallow-a1-r64", "mobilenet_v1-a1-r64", "mobilenet_v1-a0.25-r64",
                     "mobilenet_v1-a1-r55", "mobilenet_v1-a1-r46", "mobilenet_v1-a1-r37"}
-    # At the paper's width Table 4 pairs Conv MobileNet with the α = 1 row instead.
-    assert len(plan(res, 1.0)) == 18 and {s.key for s in table_rows(res, 1.0)["table4"]} == {
-        "mobilenet_v1_conv-a1-r64", "mobilenet_v1-a1-r64"}
+    # Every Table 4-7 configuration at every seed, one learning rate: paired comparisons.
+    assert sorted((r.spec.key, r.seed) for r in tables) == sorted((k, s) for k in keys for s in range(cfg.seeds))
+    assert {r.lr for r in tables} == {cfg.lr} and cfg.seeds >= 3
+    sweep = [r for r in runs if r.purpose == "sweep"]
+    assert {(r.spec.key, r.lr) for r in sweep} == {(k, cfg.lr * f) for f in (0.5, 2.0) for k in (
+        "mobilenet_v1_conv-a0.5-r64", "mobilenet_v1-a0.5-r64", "mobilenet_v1_shallow-a1-r64",
+        "mobilenet_v1-a0.25-r64")}
+    grid = {r.spec.key for r in runs if r.lr == cfg.lr and r.spec.model == "mobilenet_v1"}
+    assert len(grid) == 16  # all of Figures 4-5
+    assert len({r.name for r in runs}) == len(runs) == 9 * cfg.seeds + 8 + 9  # 9 grid points in no table
+
+
+def test_a_killed_reproduction_resumes_without_redoing_finished_runs(tmp_path, monkeypatch):
+    cfg = ExperimentConfig.quick(limit=16, batch_size=8, seeds=1, lr_factors=(), grid=False, progress=False)
+    trained = []
+    real = experiments.run_one
+
+    def counting(cfg_, run, bundle, workdir):
+        if len(trained) == 3 and not monkeypatch_state["resumed"]:
+            raise KeyboardInterrupt  # killed while the fourth run trains
+        trained.append(run.name)
+        return real(cfg_, run, bundle, workdir)
+
+    monkeypatch_state = {"resumed": False}
+    monkeypatch.setattr(experiments, "run_one", counting)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run_experiments(cfg, tmp_path)
+    first = list(trained)
+    assert len(first) == 3 and len(list((tmp_path / "runs").glob("*.json"))) == 3
+    monkeypatch_state["resumed"] = True
+    exp = experiments.run_experiments(cfg, tmp_path)
+    assert len(trained) == len(plan(cfg)) and not set(first) & set(trained[3:])
+    assert [r["run"] for r in exp["runs"]] == [r.name for r in plan(cfg)]
+    # Runs trained with other settings are never mixed into this plan.
+    with pytest.raises(MobileNetError, match="other settings"):
+        experiments.run_experiments(replace(cfg, epochs=2), tmp_path)
 
 
 def _check_png(path):
@@ -194,9 +275,9 @@ def _check_png(path):
 
 
 def test_report_files_and_figures(tmp_path, tables):
-    exp = _fake_experiments({}, seeds=(0, 1))
+    exp = _fake_experiments({})
     speed = core_idea_speed(repeats=1, batch=2)
-    claims = claims_mod.all_claims(speed, exp, 12, exp["resolutions"])
+    claims = claims_mod.all_claims(speed, exp, len(exp["class_names"]), exp["resolutions"])
     meta = {"command": "mobilenet reproduce", "quick": False, "seconds": 1.0, "finished": "now", "machine": "m",
             "phases": {"tables": 0, "speed": 0, "experiments": 0}}
     path = write_report(tmp_path, meta, list(tables.values()), speed, exp, claims)
@@ -221,7 +302,7 @@ def test_cli_rejects_a_missing_dataset(tmp_path, capsys):
 
 
 def test_quick_run_end_to_end(tmp_path):
-    # The whole pipeline on 96 images per split, one epoch: about half a minute.
+    # The whole pipeline on 128 images per split at 32 px, one epoch, two seeds: about a minute.
     out = tmp_path / "report"
     assert main(["reproduce", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = (out / "report.md").read_text()
@@ -230,7 +311,7 @@ def test_quick_run_end_to_end(tmp_path):
         _check_png(out / rel)
     with open(out / "experiments.csv") as f:
         runs = list(csv.DictReader(f))
-    assert len(runs) == 18 and all(r["status"] == "done" for r in runs)
+    assert len(runs) == 9 * 2 + 8 + 9 and all(r["status"] == "done" for r in runs)
     assert all(0 <= float(r["top1"]) <= 100 and float(r["ms_per_image"]) > 0 for r in runs)
     with open(out / "cost_tables.csv") as f:
         cells = [r for r in csv.DictReader(f) if r["paper"]]

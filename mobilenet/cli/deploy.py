@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_source(p)
     p.add_argument("--calib", required=True, metavar="DATA", help="calibration data: an embedded dataset "
-                   "('shapes') or a folder (image folder, CIFAR, MNIST IDX); its training split is used")
+                   "('patterns', 'shapes') or a folder (image folder, CIFAR, MNIST IDX); its training split is used")
     p.add_argument("--out", required=True, metavar="PATH", help="the int8 .onnx file to write")
     p.add_argument("--calib-size", type=positive_int, default=300, help="calibration images (default 300)")
     p.add_argument("--val-size", type=positive_int, default=1000, help="validation images (default 1000)")

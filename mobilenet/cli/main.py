@@ -10,7 +10,7 @@ import sys
 from ..errors import MobileNetError
 
 # Each module exposes ``register(subparsers)``; the parsers it adds set ``func`` to a callable taking the args.
-COMMAND_MODULES = ["models", "train", "deploy", "search", "convert", "reproduce"]
+COMMAND_MODULES = ["models", "train", "data", "deploy", "search", "convert", "reproduce"]
 
 USER_ERRORS = (MobileNetError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError)

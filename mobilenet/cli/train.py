@@ -93,7 +93,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a model (default: MobileNetV1 0.5 at 64 px on the embedded shapes data, ~5 min)",
+        "train", help="train a model (default: MobileNetV1 0.5 at 64 px on the embedded patterns data, ~5 min)",
         description="Train any registered model at any width (alpha) and resolution on the embedded dataset or "
                     "data on disk, evaluating on the validation split after every epoch. The run directory gets "
                     "last.pt and best.pt (atomic, resumable), config.json, log.jsonl/log.csv, steps.jsonl and "

@@ -9,14 +9,27 @@ from pathlib import Path
 import torch
 
 from ..errors import MobileNetError
-from .shapes import CLASS_NAMES, SHAPES_MEAN, SHAPES_STD, ShapesDataset
+from . import patterns, shapes
 from .transforms import AUGMENTATIONS, EvalTransform, build_transform, channel_stats_for
 
 log = logging.getLogger("mobilenet.data")
 
-EMBEDDED_DATASETS = {
-    "shapes": f"{len(CLASS_NAMES)} procedurally drawn shape classes (train/val/test: 8000/1000/1000), any resolution",
+
+def _sizes(splits: dict) -> str:
+    return "/".join(str(size) for size, _ in splits.values())
+
+
+# name -> (dataset class, per-channel mean, std, description); the first is the default.
+EMBEDDED = {
+    "patterns": (patterns.PatternsDataset, patterns.PATTERNS_MEAN, patterns.PATTERNS_STD,
+                 f"{len(patterns.CLASS_NAMES)} textured-object classes, shape x texture (train/val/test: "
+                 f"{_sizes(patterns.SPLITS)}), any resolution"),
+    "shapes": (shapes.ShapesDataset, shapes.SHAPES_MEAN, shapes.SHAPES_STD,
+               f"{len(shapes.CLASS_NAMES)} shape-outline classes (train/val/test: {_sizes(shapes.SPLITS)}), any "
+               "resolution"),
 }
+EMBEDDED_DATASETS = {name: entry[3] for name, entry in EMBEDDED.items()}
+DEFAULT_DATA = next(iter(EMBEDDED))
 DATA_FORMATS = ("embedded", "imagefolder", "cifar", "idx")
 
 
@@ -81,7 +94,7 @@ def detect_format(spec: str) -> str:
                          "CIFAR python batches (data_batch_1.. or train/test/meta) or MNIST IDX files")
 
 
-def load_data(spec: str = "shapes", data_format: str | None = None, resolution: int = 64, in_chans: int = 3,
+def load_data(spec: str = DEFAULT_DATA, data_format: str | None = None, resolution: int = 64, in_chans: int = 3,
               seed: int = 0, val_fraction: float = 0.1, augment: str = "standard",
               limit: int | None = None) -> DataBundle:
     """Loads a dataset for training at ``resolution``.
@@ -137,13 +150,14 @@ def load_data(spec: str = "shapes", data_format: str | None = None, resolution: 
 def _load_embedded(name, resolution, in_chans, augment, limit) -> DataBundle:
     if name not in EMBEDDED_DATASETS:
         raise MobileNetError(f"unknown embedded dataset {name!r}; available: {', '.join(EMBEDDED_DATASETS)}")
-    mean, std = channel_stats_for(in_chans, SHAPES_MEAN, SHAPES_STD)
+    dataset, mean, std, _ = EMBEDDED[name]
+    mean, std = channel_stats_for(in_chans, mean, std)
     evaluate = EvalTransform(resolution, mean, std, in_chans)
-    splits = {split: ShapesDataset(split, resolution, transform=evaluate, size=limit) for split in ("val", "test")}
-    train = ShapesDataset("train", resolution, transform=build_transform(augment, resolution, mean, std, in_chans),
-                          size=limit)
-    return DataBundle(train, splits["val"], splits["test"], list(CLASS_NAMES), tuple(mean), tuple(std), in_chans,
-                      name, "embedded", resolution)
+    splits = {split: dataset(split, resolution, transform=evaluate, size=limit) for split in ("val", "test")}
+    train = dataset("train", resolution, transform=build_transform(augment, resolution, mean, std, in_chans),
+                    size=limit)
+    return DataBundle(train, splits["val"], splits["test"], list(dataset.class_names), tuple(mean), tuple(std),
+                      in_chans, name, "embedded", resolution)
 
 
 def _bundle(splits, spec, fmt, resolution, in_chans, augment, limit, seed) -> DataBundle:

@@ -16,10 +16,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
-from ..errors import MobileNetError
+from .procedural import ProceduralDataset
 
 
 def _polygon(n: int, radius: float = 1.0, phase: float = math.pi / 2) -> np.ndarray:
@@ -107,6 +106,8 @@ def _luma(rgb: np.ndarray) -> float:
 class ShapesRenderer:
     """Draws image ``index`` of a split at any side; ``render`` returns ``(uint8 array [R, R, 3], label)``."""
 
+    splits = SPLITS
+
     def __init__(self, config: ShapesConfig = ShapesConfig(), seed: int = 0):
         self.config, self.seed = config, int(seed)
 
@@ -186,7 +187,7 @@ def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
     return tuple(int(c * 255 + 0.5) for c in colour)
 
 
-class ShapesDataset(torch.utils.data.Dataset):
+class ShapesDataset(ProceduralDataset):
     """One split of "shapes" at one resolution, drawn lazily and cached as uint8.
 
     Args:
@@ -200,35 +201,8 @@ class ShapesDataset(torch.utils.data.Dataset):
         cache_bytes: upper bound on the cache (images past it are redrawn each time).
     """
 
+    class_names = CLASS_NAMES
+
     def __init__(self, split: str, resolution: int, transform=None, size: int | None = None, seed: int = 0,
                  config: ShapesConfig = ShapesConfig(), cache_bytes: int = 2 << 30):
-        if split not in SPLITS:
-            raise MobileNetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        full = SPLITS[split][0]
-        self.split, self.resolution, self.transform = split, int(resolution), transform
-        self.size = full if size is None else min(int(size), full)
-        self.renderer = ShapesRenderer(config, seed)
-        self.class_names = list(CLASS_NAMES)
-        self.labels = [self.renderer.label(i) for i in range(self.size)]
-        self._cache: dict[int, torch.Tensor] = {}
-        self._cache_left = cache_bytes
-
-    def __len__(self) -> int:
-        return self.size
-
-    def image(self, index: int) -> torch.Tensor:
-        """Image ``index`` as a uint8 tensor ``[3, R, R]`` (no transform)."""
-        if not 0 <= index < self.size:
-            raise IndexError(f"index {index} out of range for {self.size} images")
-        cached = self._cache.get(index)
-        if cached is None:
-            array, _ = self.renderer.render(self.split, index, self.resolution)
-            cached = torch.from_numpy(array).permute(2, 0, 1)
-            if self._cache_left >= cached.numel():
-                self._cache[index] = cached
-                self._cache_left -= cached.numel()
-        return cached
-
-    def __getitem__(self, index: int):
-        x = self.image(index)
-        return (x if self.transform is None else self.transform(x)), self.labels[index]
+        super().__init__(ShapesRenderer(config, seed), split, resolution, transform, size, cache_bytes)

@@ -62,13 +62,13 @@ def sample_images(n: int, resolution: int, in_chans: int = 3, mean=IMAGENET_MEAN
 
 def _embedded(n: int, resolution: int, seed: int) -> torch.Tensor | None:
     try:
-        from ..data import ShapesDataset
+        from ..data.load import DEFAULT_DATA, EMBEDDED
     except ImportError:
         return None
     # The test split: images a model trained on the embedded data has not been tuned on.
-    shapes = ShapesDataset("test", resolution)
-    start = (seed * 97) % max(1, len(shapes) - n)
-    return torch.stack([shapes.image(start + i) for i in range(min(n, len(shapes)))]).float() / 255.0
+    test = EMBEDDED[DEFAULT_DATA][0]("test", resolution)
+    start = (seed * 97) % max(1, len(test) - n)
+    return torch.stack([test.image(start + i) for i in range(min(n, len(test)))]).float() / 255.0
 
 
 def _skimage(n: int, resolution: int, seed: int) -> torch.Tensor | None:

@@ -5,8 +5,10 @@
 1. :mod:`.tables`: V1 Tables 1-7, the 16-configuration α x resolution grid and V2 Table 2, counted exactly and set
    beside the printed numbers;
 2. :mod:`.speed`: wall-clock time of one full 3x3 conv vs one depthwise separable layer;
-3. :mod:`.experiments`: Tables 4-7 and the grid trained at small scale with :func:`mobilenet.train.train`;
-4. :mod:`.claims` and :mod:`.report`: each claim checked against the run, the Markdown report, figures, CSV, JSON.
+3. :mod:`.experiments`: Tables 4-7 (several seeds), a learning-rate sweep and the grid trained at small scale with
+   :func:`mobilenet.train.train`, each finished run saved at once so that a killed reproduction resumes;
+4. :mod:`.claims`, :mod:`.stats` and :mod:`.report`: each claim judged from a paired 95 % interval, the Markdown
+   report, figures, CSV, JSON.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: b
     """Runs the whole reproduction and writes the report under ``out``.
 
     Args:
-        out: report directory (created; existing report files are overwritten).
+        out: report directory (created; existing report files are overwritten). Finished training runs are kept
+            in ``out/runs``: running again with the same settings continues where a killed run stopped.
         experiments: what to train (:class:`ExperimentConfig`, or ``ExperimentConfig.quick()``).
         quick: marks the report as a smoke test.
         speed_repeats: timed calls per variant in the core-idea speed test.
@@ -91,7 +94,7 @@ def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: b
     phases["speed"] = time.time() - tick
 
     tick = time.time()
-    exp = run_experiments(experiments)
+    exp = run_experiments(experiments, Path(out))
     phases["experiments"] = time.time() - tick
 
     claims = all_claims(speed, exp, len(exp["class_names"]) or 1000, exp["resolutions"])

@@ -1,8 +1,8 @@
 """The paper's claims, each checked against this run's numbers with a rule fixed before the run.
 
 Every verdict is computed from the measured or counted numbers by the rule written next to it; nothing here looks at
-the outcome to choose the rule. The words are plain: "holds", "does not hold", "points the same way but within seed
-noise", or "not measured" when the runs it needs were skipped.
+the outcome to choose the rule. Accuracy claims are judged from 95 % intervals of paired differences by the one
+rule of :func:`.stats.verdict`: "holds", "does not hold" or "not resolved"; "not measured" when runs are missing.
 """
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import numpy as np
+
 from ..cost import count_cost
 from ..models import create_model
 from .speed import theoretical_ratio
+from .stats import combine, paired_difference, unpack_correct, verdict
 
 COST_SLOPE_RANGE = (1.8, 2.2)  # "cost ∝ α²" / "∝ ρ²" holds when the log-log slope lies here
-ACCURACY_GAP_POINTS = 2.0  # Table 4's "about 1 point": a gap up to 2 points counts as about one point
-MONOTONE_TOLERANCE = 1.0  # an accuracy may rise by this much (or the noise) as α or ρ shrinks
+# Table 4's "about 1 point", on a smaller task: Conv minus MobileNet must lie within 3 points either way.
+TABLE4_REGION = (-3.0, 3.0)
 
 
 def _slope(xs, ys) -> float:
@@ -42,15 +45,6 @@ def _members(experiments: dict | None, table: str, rows: dict) -> list[dict] | N
     keys = (experiments or {}).get("tables", {}).get(table, [])
     found = [rows.get(k) for k in keys]
     return found if keys and all(found) else None
-
-
-def _spread(*rows) -> float:
-    return max((r.get("spread", 0.0) if len(r.get("seeds", [])) > 1 else 0.0) for r in rows)
-
-
-def _seeds_note(*rows) -> str:
-    n = min(len(r["seeds"]) for r in rows)
-    return f"{n} seed{'s' if n > 1 else ''}" + (f", spread up to {_spread(*rows):.1f}" if n > 1 else "")
 
 
 def cost_claims(num_classes: int, resolutions: dict) -> list[dict]:
@@ -144,87 +138,69 @@ def speed_claims(speed: dict) -> list[dict]:
     ]
 
 
-class _Evidence:
-    """Noise and chance levels for accuracies measured on ``n`` evaluation images of ``classes`` classes."""
+def _results(experiments: dict | None, key: str) -> dict[int, np.ndarray]:
+    """seed -> per-test-image correctness of configuration ``key`` at the main learning rate."""
+    exp = experiments or {}
+    lr = exp.get("config", {}).get("lr")
+    return {r["seed"]: unpack_correct(r["correct"], r["test_images"]) for r in exp.get("runs", [])
+            if r.get("key") == key and r.get("lr") == lr and r.get("status") == "done" and r.get("correct")}
 
-    def __init__(self, experiments: dict):
-        self.n = max(1, experiments.get("eval_samples") or 1)
-        self.chance = 100.0 / max(1, len(experiments.get("class_names") or []) or 1)
 
-    def se(self, top1: float) -> float:
-        """Binomial standard error (points) of one accuracy measured on n images."""
-        p = min(max(top1 / 100, 1e-3), 1 - 1e-3)
-        return 100 * math.sqrt(p * (1 - p) / self.n)
+def compare(experiments: dict | None, key_a: str, key_b: str) -> dict | None:
+    """A's test top-1 minus B's, paired over the seeds both have and the test images (:mod:`.stats`)."""
+    a, b = _results(experiments, key_a), _results(experiments, key_b)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    return paired_difference(np.stack([a[s] for s in seeds]), np.stack([b[s] for s in seeds]))
 
-    def noise(self, *rows) -> float:
-        """What a difference between these rows must exceed to count: the larger of the seed spread and two
-        standard errors of a difference of two binomial accuracies."""
-        se = math.sqrt(sum(self.se(r["top1"]) ** 2 for r in rows[:2]))
-        return max(_spread(*rows), 2 * se)
 
-    def above_chance(self, rows) -> bool:
-        """Whether any of the rows beats guessing by more than three standard errors of the chance rate."""
-        return any(r["top1"] > self.chance + 3 * self.se(self.chance) for r in rows)
+def _interval(d: dict) -> str:
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
-    def at_chance(self, claim: dict, rows) -> dict:
-        accs = ", ".join(f"{r['top1']:.1f}" for r in rows)
-        return {**claim, "ours": f"{accs} % (chance: {self.chance:.1f} %)", "verdict": "not resolved",
-                "why": "every model in this comparison is within three standard errors of guessing, so the run "
-                       "says nothing about this claim; it needs longer training or an easier dataset."}
+
+def _seeds_text(d: dict) -> str:
+    return f"{d['seeds']} seed{'s' if d['seeds'] != 1 else ''} x {d['images']:,} test images"
 
 
 def accuracy_claims(experiments: dict | None) -> list[dict]:
-    """Tables 4-7's accuracy claims, from the trained runs."""
+    """Tables 4-7's accuracy claims, each judged from the 95 % interval of a paired difference by the one rule
+    of :func:`.stats.verdict`."""
     rows = _rows_by_key(experiments)
-    ev = _Evidence(experiments or {})
     out = []
+    rule = ("the rule: 'holds' when the whole 95 % interval (bootstrap over seeds and test images, paired) lies in "
+            "{region}, 'does not hold' when it lies wholly outside, 'not resolved' otherwise.")
 
     t4 = _members(experiments, "table4", rows)
     claim = {"id": "separable_accuracy", "claim": "Depthwise separable MobileNet loses only about 1 point of "
              "accuracy against the same network with full convolutions (Table 4).",
              "paper": "71.7 % vs 70.6 %: 1.1 points, for 11.7 % of the Mult-Adds and 14 % of the parameters"}
-    if t4 and not ev.above_chance(t4):
-        claim = ev.at_chance(claim, t4)
-    elif t4:
+    d = t4 and compare(experiments, t4[0]["key"], t4[1]["key"])
+    if d:
         conv, dw = t4
-        gap, noise = conv["top1"] - dw["top1"], ev.noise(conv, dw)
-        if -ACCURACY_GAP_POINTS <= gap <= ACCURACY_GAP_POINTS:
-            verdict = "holds"
-        elif gap < 0:
-            # No accuracy lost, but a lead this large says the full-conv network trained more slowly in this
-            # short schedule, not that separable layers are better: the paper's 1-point gap is not reproduced.
-            verdict = ("MobileNet loses nothing here, but the gap is not the paper's: Conv MobileNet is far behind"
-                       if -gap > noise else "holds (MobileNet is ahead, within noise)")
-        else:
-            verdict = "does not hold at this scale" if gap > noise else "points the same way but within noise"
-        claim.update(ours=f"at α = {dw['alpha']:g}: {conv['top1']:.1f} % vs {dw['top1']:.1f} %: {gap:+.1f} points "
-                          f"(noise ±{noise:.1f}; {_seeds_note(conv, dw)}), for "
-                          f"{100 * dw['mult_adds'] / conv['mult_adds']:.1f} % of "
-                          f"the Mult-Adds and {100 * dw['params'] / conv['params']:.1f} % of the parameters",
-                     verdict=verdict, why=f"the rule: a gap of at most {ACCURACY_GAP_POINTS:g} points either way "
-                     "counts as 'about 1 point'; MobileNet ahead by more than the noise means the comparison measured "
-                     "how fast each network learns at this scale rather than what it can reach; a larger gap within "
-                     "the noise (the larger of the seed spread and two standard errors of the difference on this "
-                     "evaluation set) is reported as noise.")
-    out.append(_or_missing(claim, t4))
+        low, high = TABLE4_REGION
+        claim.update(ours=f"at α = {dw['alpha']:g}: {conv['top1']:.1f} % vs {dw['top1']:.1f} %; Conv minus "
+                          f"MobileNet {_interval(d)} points ({_seeds_text(d)}), for "
+                          f"{100 * dw['mult_adds'] / conv['mult_adds']:.1f} % of the Mult-Adds and "
+                          f"{100 * dw['params'] / conv['params']:.1f} % of the parameters",
+                     difference=d, verdict=verdict(d["low"], d["high"], TABLE4_REGION),
+                     why=rule.format(region=f"({low:g}, {high:g}) points (the paper's 1.1-point gap, read as 'about "
+                                            f"1 point', with room for a smaller dataset)"))
+    out.append(_or_missing(claim, d))
 
     t5 = _members(experiments, "table5", rows)
     claim = {"id": "thinner_beats_shallower", "claim": "At similar cost, making MobileNet thinner (α = 0.75) is "
              "better than making it shallower (Table 5).",
              "paper": "68.4 % vs 65.3 % (+3.1 points) at 325M vs 307M Mult-Adds"}
-    if t5 and not ev.above_chance(t5):
-        claim = ev.at_chance(claim, t5)
-    elif t5:
+    d = t5 and compare(experiments, t5[0]["key"], t5[1]["key"])
+    if d:
         thin, shallow = t5
-        diff, noise = thin["top1"] - shallow["top1"], ev.noise(thin, shallow)
-        verdict = ("holds" if diff > noise else "points the same way but within noise" if diff > 0 else
-                   "the opposite, but within noise" if -diff <= noise else "does not hold at this scale")
-        claim.update(ours=f"{thin['top1']:.1f} % vs {shallow['top1']:.1f} %: {diff:+.1f} points (noise "
-                          f"±{noise:.1f}; {_seeds_note(thin, shallow)}) at {thin['mult_adds'] / 1e6:.1f}M vs "
+        claim.update(ours=f"{thin['top1']:.1f} % vs {shallow['top1']:.1f} %; thinner minus shallower "
+                          f"{_interval(d)} points ({_seeds_text(d)}) at {thin['mult_adds'] / 1e6:.1f}M vs "
                           f"{shallow['mult_adds'] / 1e6:.1f}M Mult-Adds",
-                     verdict=verdict, why="the rule: 'holds' when the thinner model is ahead by more than the noise "
-                     "(the larger of the seed spread and two standard errors of the difference).")
-    out.append(_or_missing(claim, t5))
+                     difference=d, verdict=verdict(d["low"], d["high"], (0.0, math.inf)),
+                     why=rule.format(region="(0, ∞): the thinner model ahead"))
+    out.append(_or_missing(claim, d))
 
     for table, knob, values, paper in (
         ("table6", "α", "1, 0.75, 0.5, 0.25", "70.6, 68.4, 63.7, 50.6 %"),
@@ -234,23 +210,17 @@ def accuracy_claims(experiments: dict | None) -> list[dict]:
         claim = {"id": f"smooth_{'alpha' if knob == 'α' else 'rho'}",
                  "claim": f"Accuracy drops off smoothly as {knob} shrinks (Table {table[-1]}, Figures 4-5).",
                  "paper": f"{knob} = {values}: {paper}"}
-        if members and not ev.above_chance(members):
-            claim = ev.at_chance(claim, members)
-        elif members:
-            accs = [m["top1"] for m in members]
-            tol = max(MONOTONE_TOLERANCE, *(ev.noise(a, b) for a, b in zip(members, members[1:])))
-            rises = [b - a for a, b in zip(accs, accs[1:]) if b - a > tol]
-            drops = [a - b for a, b in zip(accs, accs[1:])]
-            falls = accs[0] - accs[-1] > tol
-            verdict = ("does not hold at this scale" if rises else "holds" if falls else
-                       "not resolved: no drop larger than the noise")
-            claim.update(ours=f"{knob} = {values}: " + ", ".join(f"{a:.1f}" for a in accs) + " % (steps: "
-                              + ", ".join(f"{-d:+.1f}" for d in drops) + f"; {_seeds_note(*members)})",
-                         verdict=verdict,
-                         why=f"the rule: 'holds' when accuracy never rises by more than {tol:.1f} points (the "
-                             f"larger of {MONOTONE_TOLERANCE:g} point and the noise of a step) as {knob} shrinks and "
-                             "falls by more than that from the largest to the smallest.")
-        out.append(_or_missing(claim, members))
+        steps = members and [compare(experiments, a["key"], b["key"]) for a, b in zip(members, members[1:])]
+        if steps and all(steps):
+            claim.update(ours=f"{knob} = {values}: " + ", ".join(f"{m['top1']:.1f}" for m in members)
+                         + " %; each step's fall " + "; ".join(_interval(d) for d in steps)
+                         + f" points ({_seeds_text(steps[0])})",
+                         steps=steps, verdict=combine([verdict(d["low"], d["high"], (0.0, math.inf)) for d in steps]),
+                         why=rule.format(region="(0, ∞) for every step (a fall)")
+                         + " The claim holds when every step holds and does not hold when any step does not.")
+        else:
+            steps = None
+        out.append(_or_missing(claim, steps))
     return out
 
 

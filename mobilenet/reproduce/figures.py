@@ -53,7 +53,7 @@ def _grid_panel(ax, rows: list[dict], x_key: str, title: str) -> None:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"α = {alpha:g}")
             for x, y, r in pts:
                 if len(r.get("seeds", [])) > 1:
-                    ax.plot([x, x], [r["top1_min"], r["top1_max"]], "-", color=color, alpha=0.5)
+                    ax.plot([x, x], [r["top1"] - r["std"], r["top1"] + r["std"]], "-", color=color, alpha=0.5)
                 ax.annotate(str(r["resolution"]), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
     for model, (marker, color, name) in _OTHER.items():
         for r in done:
