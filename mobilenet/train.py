@@ -88,7 +88,7 @@ class TrainConfig:
     limit: int | None = None
     val_fraction: float = 0.1
     augment: str = "light"
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 0.1
     optimizer: str = "sgd"
@@ -96,7 +96,7 @@ class TrainConfig:
     weight_decay: float = 4e-5
     decay_all: bool = False
     schedule: str = "cosine"
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 0.3
     step_epochs: int = 30
     gamma: float = 0.1
     label_smoothing: float = 0.1

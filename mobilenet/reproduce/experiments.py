@@ -283,8 +283,10 @@ def run_experiments(cfg: ExperimentConfig, out: Path) -> dict:
     needed = sorted({r.spec.resolution for r in todo}) or [cfg.base_resolution]
     bundles = {r: load_data(cfg.data, resolution=r, seed=0, augment="light", limit=cfg.limit) for r in needed}
     estimate = _estimates(todo, bundles, cfg) if todo else {}
-    bar = tqdm(total=round(sum(estimate.values())), desc=f"reproduce: {len(todo)} of {len(runs)} runs to train",
-               unit="s", disable=not cfg.progress, bar_format="{l_bar}{bar}| {elapsed}<{remaining} (estimated)")
+    total = sum(estimate.values())
+    bar = tqdm(total=round(total), unit="s", disable=not cfg.progress,
+               desc=f"reproduce: {len(todo)} of {len(runs)} runs to train, about {total / 60:.0f} min",
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining} (estimated)")
     try:
         for run in todo:
             bar.set_postfix_str(f"{run.spec.label} lr {run.lr:g} seed {run.seed}")
