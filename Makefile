@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test test-slow fuzz bench lint clean
+.PHONY: demo test test-slow fuzz lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed  ## the main job: train the default model on the embedded data, then evaluate it
 	$(VENV)/bin/mobilenet train
 
-test: $(VENV)/.installed  ## the fast test suite
+test: lint  ## the fast test suite (after the linter)
 	$(PY) -m pytest -q -m "not slow"
+
+lint: $(VENV)/.installed  ## ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade (rules in pyproject.toml)
+	$(VENV)/bin/ruff check mobilenet tests
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow

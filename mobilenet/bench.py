@@ -299,7 +299,7 @@ def _breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None:
                 if (m, k, n) not in operands:
                     operands[(m, k, n)] = (torch.randn(m, k), torch.randn(k, n))
                     torch.mm(*operands[(m, k, n)])  # first touch of fresh memory is not GEMM time
-                mm_time += time_call(lambda: torch.mm(*operands[(m, k, n)]), 0, 1)[0]
+                mm_time += time_call(lambda pair=operands[(m, k, n)]: torch.mm(*pair), 0, 1)[0]
     row.dw_time_pct = 100 * spent["depthwise"] / wall
     row.pw_time_pct = 100 * spent["pointwise"] / wall
     row.other_time_pct = max(0.0, 100 - row.dw_time_pct - row.pw_time_pct)

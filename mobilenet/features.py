@@ -12,7 +12,7 @@ input) and ``module`` (the child's name, e.g. ``"features.6"``), plus ``index`` 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -7,7 +7,7 @@ ever have to understand one kind of module.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -35,10 +35,10 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterable, Sequence
 
 import torch
 

@@ -20,6 +20,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from reference_layouts import TV_LARGE, TV_SMALL, timm_v1, timm_v2, timm_v3, tv_v2, tv_v3
 from torch import nn
 
 from mobilenet import count_cost, create_model
@@ -28,7 +29,6 @@ from mobilenet.convert import export_weights, import_weights, source_model
 from mobilenet.errors import MobileNetError
 from mobilenet.layers import SamePad2d
 from mobilenet.weights import options_to_kwargs
-from reference_layouts import TV_LARGE, TV_SMALL, timm_v1, timm_v2, timm_v3, tv_v2, tv_v3
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -158,7 +158,8 @@ def test_cost_counter_follows_dynamic_padding():
 # --- Keras 3 on the PyTorch backend ------------------------------------------------------------------------------
 
 # The default run converts one Keras model (V1 α = 0.25 at 128, with 1001 classes, below); the rest are slow.
-SLOW_KERAS = [("MobileNet", 0.25, 128, ".weights.h5"), ("MobileNetV3Small", 1.0, 224, ".h5"), ("MobileNet", 1.0, 224, ".h5"), ("MobileNet", 1.0, 128, ".weights.h5"),
+SLOW_KERAS = [("MobileNet", 0.25, 128, ".weights.h5"), ("MobileNetV3Small", 1.0, 224, ".h5"),
+              ("MobileNet", 1.0, 224, ".h5"), ("MobileNet", 1.0, 128, ".weights.h5"),
               ("MobileNet", 0.25, 224, ".keras"), ("MobileNetV2", 1.0, 224, ".weights.h5"),
               ("MobileNetV2", 0.35, 224, ".h5"), ("MobileNetV2", 0.35, 128, ".keras"),
               ("MobileNetV3Large", 1.0, 224, ".weights.h5"), ("MobileNetV3Small", 1.0, 224, ".weights.h5")]

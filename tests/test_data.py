@@ -13,9 +13,19 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet.data import (EMBEDDED_DATASETS, IMAGENET_MEAN, IMAGENET_STD, ShapesConfig, ShapesDataset,
-                            TrainTransform, eval_transform, load_data, load_image)
-from mobilenet.data import patterns, shapes
+from mobilenet.data import (
+    EMBEDDED_DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ShapesConfig,
+    ShapesDataset,
+    TrainTransform,
+    eval_transform,
+    load_data,
+    load_image,
+    patterns,
+    shapes,
+)
 from mobilenet.data.patterns import PatternsConfig, PatternsDataset
 from mobilenet.data.shapes import SHAPES_MEAN, SHAPES_STD
 from mobilenet.errors import MobileNetError

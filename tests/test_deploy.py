@@ -10,8 +10,16 @@ import torch
 from torch import nn
 
 import mobilenet
-from mobilenet.deploy import (check_matches, count_batch_norms, export_onnx, fold_bn, load_model, make_runner,
-                              model_info, read_info)
+from mobilenet.deploy import (
+    check_matches,
+    count_batch_norms,
+    export_onnx,
+    fold_bn,
+    load_model,
+    make_runner,
+    model_info,
+    read_info,
+)
 from mobilenet.deploy.fold import fold_conv_bn
 from mobilenet.deploy.images import sample_images
 from mobilenet.errors import MobileNetError
@@ -45,7 +53,7 @@ def trained_like(name: str, num_classes: int = 7, seed: int = 0, **kwargs) -> nn
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _images(n: int, seed: int) -> torch.Tensor:
     return sample_images(n, RES, seed=seed)[0]
 

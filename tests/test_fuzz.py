@@ -282,7 +282,6 @@ def test_weights(data):
 # ONNX metadata
 
 def _onnx_bytes(meta: dict[str, str]) -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "g",

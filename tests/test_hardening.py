@@ -314,7 +314,7 @@ def kill_loop(tmp_path: Path, kills: int, seed: int = 0) -> dict:
             _wait(proc, lambda: False, rng.uniform(0.05, 1.0) * whole)
         else:  # just after checkpoint k begins (its step is logged first), then 0-50 ms on: in a write or a step
             k = rng.randint(done_steps + 1, STEPS - 1)
-            _wait(proc, lambda: _lines(out / "steps.jsonl") >= k, 2 * whole)
+            _wait(proc, lambda log=out / "steps.jsonl", k=k: _lines(log) >= k, 2 * whole)
             time.sleep(rng.uniform(0, 0.05))
         if proc.poll() is None:
             proc.kill()

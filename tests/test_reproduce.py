@@ -15,14 +15,13 @@ import pytest
 from PIL import Image
 
 from mobilenet.cli.main import main
-from mobilenet.reproduce import claims as claims_mod
-from mobilenet.reproduce import rerender
 from mobilenet.errors import MobileNetError
-from mobilenet.reproduce import experiments
+from mobilenet.reproduce import claims as claims_mod
+from mobilenet.reproduce import experiments, rerender
 from mobilenet.reproduce.experiments import ExperimentConfig, plan, summarize, table_rows
-from mobilenet.reproduce.stats import combine, pack_correct, paired_difference, unpack_correct, verdict
 from mobilenet.reproduce.report import FIGURES, match_summary, write_report
 from mobilenet.reproduce.speed import core_idea_speed, theoretical_ratio
+from mobilenet.reproduce.stats import combine, pack_correct, paired_difference, unpack_correct, verdict
 from mobilenet.reproduce.tables import all_tables
 
 

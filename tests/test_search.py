@@ -9,8 +9,7 @@ import mobilenet.search as search_module
 from mobilenet import count_cost, create_model
 from mobilenet.cli import main
 from mobilenet.errors import MobileNetError
-from mobilenet.search import (DEFAULT_ALPHAS, DEFAULT_RESOLUTIONS, FAMILIES, Budget, Candidate, pareto_front,
-                              search)
+from mobilenet.search import DEFAULT_ALPHAS, DEFAULT_RESOLUTIONS, FAMILIES, Budget, Candidate, pareto_front, search
 
 
 def run(capsys, *argv):

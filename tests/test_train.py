@@ -269,8 +269,9 @@ def test_cli_eval_and_predict_on_other_backends(tmp_path, capsys):
         top1[backend] = json.loads(capsys.readouterr().out)["top1"]
     assert top1["onnxruntime"] == pytest.approx(top1["torch"])  # same weights, float32 in both
 
-    from mobilenet.data import load_data
     from PIL import Image
+
+    from mobilenet.data import load_data
 
     bundle = load_data("shapes", resolution=32, augment="none", limit=4)
     x = bundle.val[0][0] * torch.tensor(bundle.std).view(3, 1, 1) + torch.tensor(bundle.mean).view(3, 1, 1)

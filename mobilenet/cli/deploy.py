@@ -1,4 +1,5 @@
-"""``mobilenet export``, ``quantize`` and ``bench``: thin layers over :mod:`mobilenet.deploy` and :mod:`mobilenet.bench`."""
+"""``mobilenet export``, ``quantize`` and ``bench``: thin layers over :mod:`mobilenet.deploy` and
+:mod:`mobilenet.bench`."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reproduce import ExperimentConfig, rerender, reproduce
+    from ..reproduce import ExperimentConfig, reproduce, rerender
 
     if args.rerender:
         print(f"report: {rerender(args.out)}")

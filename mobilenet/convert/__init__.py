@@ -72,7 +72,8 @@ def import_weights(src: str | os.PathLike, library: str, name: str, alpha: float
     return model, info
 
 
-def convert(src: str | os.PathLike, library: str, name: str, out: str | os.PathLike, **kwargs) -> tuple[nn.Module, dict]:
+def convert(src: str | os.PathLike, library: str, name: str, out: str | os.PathLike,
+            **kwargs) -> tuple[nn.Module, dict]:
     """:func:`import_weights`, then writes ``out`` as safetensors with the metadata; returns ``(model, info)``."""
     model, info = import_weights(src, library, name, **kwargs)
     save_weights(out, model.state_dict(), info)

@@ -8,8 +8,8 @@ over, missing or of the wrong shape is one :class:`~mobilenet.errors.MobileNetEr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn

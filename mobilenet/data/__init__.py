@@ -8,8 +8,16 @@ evaluation does.
 from .load import DATA_FORMATS, EMBEDDED_DATASETS, DataBundle, detect_format, load_data
 from .shapes import CLASS_NAMES as SHAPES_CLASSES
 from .shapes import ShapesConfig, ShapesDataset
-from .transforms import (AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, build_transform,
-                         eval_transform, load_image)
+from .transforms import (
+                         AUGMENTATIONS,
+                         IMAGENET_MEAN,
+                         IMAGENET_STD,
+                         EvalTransform,
+                         TrainTransform,
+                         build_transform,
+                         eval_transform,
+                         load_image,
+)
 
 __all__ = [
     "AUGMENTATIONS", "DATA_FORMATS", "DataBundle", "EMBEDDED_DATASETS", "EvalTransform", "IMAGENET_MEAN",

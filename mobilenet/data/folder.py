@@ -105,5 +105,8 @@ def _hold_out(paths, labels, seed, val_fraction) -> tuple[FileSource, FileSource
         members = np.flatnonzero(labels_arr == label)
         n_val = 0 if len(members) < 2 else max(1, round(val_fraction * len(members)))
         is_val[rng.permutation(members)[:n_val]] = True
-    pick = lambda mask: ([paths[i] for i in np.flatnonzero(mask)], [labels[i] for i in np.flatnonzero(mask)])
+
+    def pick(mask):
+        return [paths[i] for i in np.flatnonzero(mask)], [labels[i] for i in np.flatnonzero(mask)]
+
     return FileSource(*pick(~is_val)), FileSource(*pick(is_val))

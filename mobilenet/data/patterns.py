@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shapes import SHAPES as _OUTLINES
 from .procedural import ProceduralDataset
+from .shapes import SHAPES as _OUTLINES
 
 # Object outlines: distinct silhouettes from "shapes" (area ~π at radius 1), mirror-symmetric as a class.
 SHAPE_NAMES = ("circle", "triangle", "square", "star", "cross", "heart", "crescent", "arrow")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -184,7 +184,8 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
     quantized = any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear")
                     for node in _graph_nodes(path))
     if backend == "onnxruntime-int8" and not quantized:
-        raise MobileNetError(f"{path!r} is a float model; the onnxruntime-int8 backend needs `mobilenet quantize`'s output")
+        raise MobileNetError(f"{path!r} is a float model; the onnxruntime-int8 backend needs `mobilenet quantize`'s "
+                             "output")
     if backend == "onnxruntime" and quantized:
         raise MobileNetError(f"{path!r} is an int8 model; use the onnxruntime-int8 backend for it")
 

@@ -8,8 +8,6 @@ deterministic synthetic scenes (smooth gradients with a few bright discs) only i
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F

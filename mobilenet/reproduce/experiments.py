@@ -324,7 +324,7 @@ def summarize(runs: list[dict]) -> list[dict]:
     for run in runs:
         rows.setdefault(run["key"], []).append(run)
     out = []
-    for key, group in rows.items():
+    for group in rows.values():
         group.sort(key=lambda r: r["seed"])
         accs = [r["top1"] for r in group]
         mean, std = mean_std(accs)

@@ -172,7 +172,7 @@ _MODEL_COLUMNS = ["Model", "ImageNet top-1 % (paper)", "Million Mult-Adds", "Mil
 def v1_table1() -> CostTable:
     """V1 Table 1: the body layer by layer, our filter shape / stride / input size beside the printed ones."""
     cost = count_cost(create_model("mobilenet_v1"))
-    side, rows = 224, []
+    side, rows, last = 224, [], None
     layers = iter(cost.layers)
     for kind, stride, filt, size in V1_TABLE1:
         if kind in ("Avg Pool", "Softmax"):
