@@ -438,3 +438,26 @@ def test_sixteen_bit_grayscale_is_rescaled(tmp_path):
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(path)
     x = load_image(path, 8, (0.0,), (1.0,), in_chans=1)
     assert torch.allclose(x, torch.full_like(x, round(40000 / 257) / 255))
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_every_path_prepares_the_same_tensor(tmp_path, in_chans, mode):
+    # Training (no augmentation), evaluation, prediction from a file and int8 calibration must hand a model the
+    # same tensor for the same picture, grayscale or RGB, for 1- and 3-channel models.
+    from mobilenet.data import TrainTransform
+    from mobilenet.deploy.images import prepare
+
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    picture = Image.fromarray(rgb).convert(mode)
+    picture.save(tmp_path / "p.png")
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    evaluated = eval_transform(24, mean, std, in_chans)(picture)
+    trained = TrainTransform(24, mean, std, in_chans, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)(picture)
+    predicted = load_image(tmp_path / "p.png", 24, mean, std, in_chans)
+    array = np.asarray(picture, dtype=np.float32) / 255
+    batch = torch.from_numpy(array).reshape(24, 24, -1).permute(2, 0, 1).unsqueeze(0)
+    calibrated = prepare(batch.expand(1, 3, 24, 24) if mode == "L" else batch, in_chans, mean, std)[0]
+    for other in (trained, predicted, calibrated):
+        assert other.shape == evaluated.shape == (in_chans, 24, 24)
+        assert torch.allclose(other, evaluated, atol=1e-4)

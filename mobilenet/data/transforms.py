@@ -67,15 +67,19 @@ def to_uint8_tensor(image: Image.Image | torch.Tensor | np.ndarray) -> torch.Ten
 
 
 def match_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Grayscale -> RGB by repetition, RGB -> grayscale by BT.601 luma; other counts are an error."""
-    c = x.shape[0]
+    """Grayscale -> RGB by repetition, RGB -> grayscale by BT.601 luma; other counts are an error.
+
+    ``x`` is one image ``[C, H, W]`` or a batch ``[B, C, H, W]``: every path (training, evaluation, prediction,
+    int8 calibration) converts channels here, so a 1-channel model always sees the same luma.
+    """
+    c = x.shape[-3]
     if c == in_chans:
         return x
     if c == 1 and in_chans == 3:
-        return x.expand(3, -1, -1)
+        return x.expand(*x.shape[:-3], 3, -1, -1)
     if c == 3 and in_chans == 1:
         weights = torch.tensor(LUMA, dtype=torch.float32).view(3, 1, 1)
-        return (x.float() * weights).sum(0, keepdim=True)
+        return (x.float() * weights).sum(-3, keepdim=True)
     raise MobileNetError(f"cannot turn a {c}-channel image into {in_chans} channels (supported: 1 or 3)")
 
 

@@ -12,25 +12,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats_for, match_channels
 
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """``(x − mean) / std`` per channel on a (B, C, H, W) batch in [0, 1]; 1-channel mean/std broadcast."""
-    c = images.shape[1]
-    mean_t = _per_channel(mean, c).to(images)
-    std_t = _per_channel(std, c).to(images)
-    return (images - mean_t) / std_t
-
-
-def _per_channel(values, channels: int) -> torch.Tensor:
-    t = torch.as_tensor(values, dtype=torch.float32).flatten()
-    if t.numel() != channels:  # e.g. RGB statistics on a grayscale model: one value for every channel
-        t = t.mean().repeat(channels)
-    return t.reshape(1, channels, 1, 1)
+    """``(x − mean) / std`` per channel on a (B, C, H, W) batch in [0, 1], with the statistics the data
+    transforms use for that many channels (RGB statistics reduced to luma for one channel)."""
+    mean, std = channel_stats_for(images.shape[1], mean, std)
+    shape = (1, images.shape[1], 1, 1)
+    return (images - torch.tensor(mean).view(shape).to(images)) / torch.tensor(std).view(shape).to(images)
 
 
 def sample_images(n: int, resolution: int, in_chans: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -40,7 +32,7 @@ def sample_images(n: int, resolution: int, in_chans: int = 3, mean=IMAGENET_MEAN
     Args:
         n: number of images.
         resolution: side in pixels.
-        in_chans: 3 for RGB; other counts average the RGB channels and repeat them.
+        in_chans: 3 for RGB, or 1 (BT.601 luma, as training and evaluation convert).
         mean, std: the model's normalisation (per channel).
         seed: chooses crops and synthetic scenes deterministically.
     """
@@ -52,10 +44,13 @@ def sample_images(n: int, resolution: int, in_chans: int = 3, mean=IMAGENET_MEAN
         if images is not None and len(images):
             parts.append(images[:want])
             names.append(source.__name__.strip("_"))
-    images = torch.cat(parts)
-    if in_chans != 3:
-        images = images.mean(1, keepdim=True).repeat(1, in_chans, 1, 1)
-    return normalize(images, mean, std), "+".join(names)
+    return prepare(torch.cat(parts), in_chans, mean, std), "+".join(names)
+
+
+def prepare(images: torch.Tensor, in_chans: int, mean, std) -> torch.Tensor:
+    """A (B, 3, H, W) batch in [0, 1] -> the model's input: channels converted and normalised exactly as the
+    data transforms do for training, evaluation and prediction."""
+    return normalize(match_channels(images, in_chans), mean, std)
 
 
 def _embedded(n: int, resolution: int, seed: int) -> torch.Tensor | None:
