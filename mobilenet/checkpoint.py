@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from .errors import MobileNetError
 
@@ -32,7 +31,6 @@ log = logging.getLogger("mobilenet.checkpoint")
 
 FORMAT = "mobilenet-checkpoint"
 VERSION = 1
-_MAX_LISTED = 12  # mismatched keys named in an error before "... and N more"
 # The types of the fields the loaders use (when present); a file with other types is refused as a whole.
 _FIELDS = {"config": dict, "model_kwargs": dict, "model": dict, "ema": (dict, type(None)), "class_names": list,
            "mean": list, "std": list, "in_chans": int, "epoch": int, "step": int, "seen": int, "history": list}
@@ -203,31 +201,6 @@ def read_for_resume(path: str | os.PathLike, missing_ok: bool = False) -> tuple[
         raise MobileNetError(f"{first}; the previous checkpoint cannot be used either: {second}") from None
     log.warning("%s; resuming from the previous checkpoint %s (step %s) instead", first, previous, ckpt.get("step"))
     return ckpt, previous
-
-
-def load_state(model: nn.Module, state: dict, what: str = "checkpoint") -> None:
-    """``model.load_state_dict(state)``, with every missing, unexpected and wrong-shaped key in one error.
-
-    Raises:
-        MobileNetError: the state does not fit the model; the message lists the mismatches with both shapes.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: {what} {list(state[k].shape)} vs model {list(own[k].shape)}"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        name = getattr(model, "name", type(model).__name__)
-        parts = []
-        for label, keys in (("shape mismatches", shapes), ("missing in the " + what, missing),
-                            ("not in the model", unexpected)):
-            if keys:
-                shown = "; ".join(keys[:_MAX_LISTED])
-                more = f"; ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
-                parts.append(f"{len(keys)} {label}: {shown}{more}")
-        raise MobileNetError(f"the {what} does not fit model {name} (a different architecture, alpha or class "
-                             f"count?): " + " | ".join(parts))
-    model.load_state_dict(state)
 
 
 def rng_state() -> dict:

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from .layers import SamePad2d, SqueezeExcite
+from .layers import SamePad2d, SqueezeExcite, is_depthwise
 
 KINDS = ("conv", "depthwise", "pointwise", "linear")
 
@@ -198,7 +198,7 @@ def _conv(conv: nn.Conv2d, name: str, size: tuple[int, int], rows: list[LayerCos
     k, s, p, d = (_pair(v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
     out = tuple(_out_size(size[i], k[i], s[i], p[i], d[i]) for i in range(2))
     m, n, g = conv.in_channels, conv.out_channels, conv.groups
-    if g > 1 and g == m:
+    if is_depthwise(conv):
         kind = "depthwise"
     elif k == (1, 1) and g == 1:
         kind = "pointwise"

@@ -10,9 +10,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from . import distributed
-from .checkpoint import load_state, read_checkpoint
+from .checkpoint import read_checkpoint
 from .errors import MobileNetError
 from .models import create_model
+from .statedict import load_strict
 
 
 @torch.no_grad()
@@ -87,7 +88,7 @@ def load_checkpoint(path, model: nn.Module | None = None, use_ema: bool = True) 
             raise MobileNetError(f"checkpoint {str(path)!r} does not record a model this version can build "
                                  f"({type(e).__name__}: {e})") from None
     weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    load_state(model, weights)
+    load_strict(model, weights)
     names = ckpt.get("class_names")
     if names is not None and len(names) != getattr(model, "num_classes", len(names)):
         raise MobileNetError(f"checkpoint {str(path)!r} names {len(names)} classes for a model with "

@@ -25,6 +25,12 @@ ROUNDING_POLICIES = {
 LayerFn = Callable[..., nn.Module]
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    """A conv whose every input channel has its own filter (groups == in_channels > 1): the depthwise half of a
+    separable layer. Cost counting, weight decay and weight conversion all decide it here."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
     """Rounds ``value`` to the nearest multiple of ``divisor``, never below ``round_limit`` of it.
 

@@ -14,17 +14,14 @@ import math
 import torch
 from torch import nn
 
+from .layers import is_depthwise
+
 OPTIMIZERS = ("sgd", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 # Torch's RMSprop adds eps outside the square root, TensorFlow's inside: sqrt(1e-3) outside is the usual
 # TF-equivalent setting for the papers' RMSprop (TF epsilon 1e-3 with decay 0.9, momentum 0.9).
 RMSPROP_EPS = math.sqrt(1e-3)
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-def is_depthwise(module: nn.Module) -> bool:
-    """A conv whose every input channel has its own filter (groups == in_channels > 1)."""
-    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool = False) -> list[dict]:

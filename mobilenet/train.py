@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed
-from .checkpoint import FORMAT, VERSION, load_state, read_for_resume, rng_state, save_atomic, set_rng_state
+from .checkpoint import FORMAT, VERSION, read_for_resume, rng_state, save_atomic, set_rng_state
 from .cost import count_cost
 from .errors import MobileNetError
 from .evaluate import evaluate, load_checkpoint
@@ -30,6 +30,7 @@ from .models.base import BASE_RESOLUTION
 from .optim import OPTIMIZERS, SCHEDULES, LRFactor, ModelEMA, make_optimizer
 from .resumable import ResumableSampler, SeededSamples, StopSignal, seed_all, set_sampling_epoch
 from .runlock import RunLock
+from .statedict import load_strict
 from .trainlog import RunLog, check_fresh, default_output, plot_curves
 
 __all__ = ["TrainConfig", "evaluate", "load_checkpoint", "train"]
@@ -257,12 +258,12 @@ def _train(cfg: TrainConfig, bundle, world: distributed.World, held: ExitStack) 
     epoch, step, seen, history, best_top1 = 0, 0, 0, [], -1.0
     totals = torch.zeros(3, dtype=torch.float64)  # this epoch's loss sum, correct, samples (all ranks)
     if ckpt is not None:
-        load_state(model, ckpt["model"])
+        load_strict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scheduler.lr_lambdas[0] = lr_factor  # a changed --epochs stretches the schedule
         if ema is not None and ckpt.get("ema") is not None:
-            load_state(ema.module, ckpt["ema"])
+            load_strict(ema.module, ckpt["ema"])
         epoch, step, seen = ckpt["epoch"], ckpt["step"], ckpt["seen"]
         history, best_top1 = list(ckpt["history"]), ckpt["best_top1"]
         totals = ckpt["epoch_totals"].clone()

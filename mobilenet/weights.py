@@ -32,17 +32,15 @@ import torch
 from torch import nn
 
 from .errors import MobileNetError
+from .normalization import IMAGENET_MEAN, IMAGENET_STD
+from .statedict import load_strict
 
 METADATA_KEY = "mobilenet"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# Keras and TF-Slim MobileNets take inputs in [-1, 1]: x / 127.5 - 1 on 0..255 pixels.
-INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 # Builder arguments a weight file may set; anything else is refused rather than silently ignored.
 OPTION_NAMES = ("alpha", "resolution", "num_classes", "in_chans", "rounding", "padding", "bn_eps", "bn_momentum",
                 "act")
-_MAX_LISTED = 5  # offending keys named in an error message
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
@@ -275,29 +273,7 @@ def options_to_kwargs(options: dict) -> dict:
     return kwargs
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], what: str = "weights") -> None:
-    """Loads ``state`` into ``model`` when every key and shape fits; otherwise one error naming the first offenders.
 
-    BN's ``num_batches_tracked`` counters may be absent (older files); they keep the model's value.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} in the {what}, {tuple(own[k].shape)} in the model"
-              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = []
-    for label, keys in (("shape mismatch", shapes), ("missing from the " + what, missing),
-                        ("not in the model", unexpected)):
-        if keys:
-            more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
-            problems.append(f"{label}: {', '.join(keys[:_MAX_LISTED])}{more}")
-    if problems:
-        name = getattr(model, "name", type(model).__name__)
-        alpha = getattr(model, "alpha", None)
-        raise MobileNetError(f"the {what} do not fit {name}" + (f" (alpha {alpha:g})" if alpha else "")
-                             + ": " + "; ".join(problems))
-    merged = {k: state.get(k, v) for k, v in own.items()}
-    model.load_state_dict(merged)
 
 
 def create_model_with_weights(builder: Callable[..., nn.Module], name: str, weights: str | os.PathLike,
@@ -320,7 +296,7 @@ def create_model_with_weights(builder: Callable[..., nn.Module], name: str, weig
         raise
     except (TypeError, ValueError) as e:  # recorded options of the wrong type or range
         raise MobileNetError(f"the options recorded in {str(weights)!r} cannot build {name}: {e}") from None
-    load_state_dict_strict(model, state)
+    load_strict(model, state, what="weights")
     pre = info.get("preprocessing") or {}
     model.preprocessing = {"mean": tuple(pre.get("mean", IMAGENET_MEAN)), "std": tuple(pre.get("std", IMAGENET_STD))}
     return model

@@ -16,9 +16,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from mobilenet.checkpoint import FORMAT, load_state, read_checkpoint, rng_state, save_atomic, set_rng_state
+from mobilenet.checkpoint import FORMAT, read_checkpoint, rng_state, save_atomic, set_rng_state
 from mobilenet.errors import MobileNetError
 from mobilenet.models import create_model
+from mobilenet.statedict import load_strict
 from mobilenet.train import TrainConfig, evaluate, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_loading_into_the_wrong_architecture_lists_every_mismatch(tmp_path):
 def test_load_state_names_a_missing_key():
     model = torch.nn.Linear(3, 2)
     with pytest.raises(MobileNetError, match="1 missing in the checkpoint: bias"):
-        load_state(model, {"weight": torch.zeros(2, 3)})
+        load_strict(model, {"weight": torch.zeros(2, 3)})
 
 
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):

@@ -199,7 +199,7 @@ def test_weights_round_trip_safetensors(tmp_path):
     loaded, info = load_model("mobilenet_v1", weights=path, alpha=ALPHA, resolution=RES, num_classes=7)
     x = images(2)
     torch.testing.assert_close(loaded(x), model(x))
-    with pytest.raises(MobileNetError, match="do not fit"):
+    with pytest.raises(MobileNetError, match="does not fit"):
         load_model("mobilenet_v1", weights=path, alpha=0.75, resolution=RES, num_classes=7)
 
 

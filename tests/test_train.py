@@ -19,8 +19,9 @@ from mobilenet.checkpoint import read_checkpoint
 from mobilenet.cli.main import main as cli
 from mobilenet.distributed import launch_local
 from mobilenet.errors import MobileNetError
+from mobilenet.layers import is_depthwise
 from mobilenet.models import create_model
-from mobilenet.optim import LRFactor, is_depthwise, param_groups
+from mobilenet.optim import LRFactor, param_groups
 from mobilenet.resumable import ResumableSampler
 from mobilenet.train import TrainConfig, evaluate, load_checkpoint, train
 

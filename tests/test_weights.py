@@ -77,7 +77,8 @@ def test_wrong_model_and_shapes_are_one_clear_error(tf_style, tmp_path):
         create_model("mobilenet_v2", weights=path)
     bare = tmp_path / "bare.pt"
     torch.save(create_model("mobilenet_v1", alpha=0.5).state_dict(), bare)
-    with pytest.raises(MobileNetError, match=r"shape mismatch: features\.0\.conv\.weight \(16, 3, 3, 3\)"):
+    wrong_shape = r"shape mismatches: features\.0\.conv\.weight: weights \[16, 3, 3, 3\] vs model \[8, 3, 3, 3\]"
+    with pytest.raises(MobileNetError, match=wrong_shape):
         create_model("mobilenet_v1", weights=bare, alpha=0.25)
 
 

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from ..errors import MobileNetError
-from ..layers import ConvBNAct, InvertedResidual
+from ..layers import InvertedResidual
 from ..models import create_model
-from ..weights import load_state_dict_strict, options_to_kwargs
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
+from ..statedict import MAX_LISTED, list_problems, load_strict
+from ..weights import options_to_kwargs
 
 # The tensors each kind of layer holds, in our naming (PyTorch's Conv2d / BatchNorm2d / Linear).
 KIND_TENSORS = {
@@ -28,7 +30,6 @@ KIND_TENSORS = {
     "linear": ("weight", "bias"),       # Linear on both sides
     "conv_as_linear": ("weight", "bias"),  # our Linear, the source's 1×1 conv with bias (out, in, 1, 1)
 }
-_MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -61,18 +62,14 @@ class SourceModel:
     classifier: str
     width_probe: tuple[str, int]
     options: dict = field(default_factory=dict)
-    mean: tuple = (0.485, 0.456, 0.406)
-    std: tuple = (0.229, 0.224, 0.225)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
     alpha: float | None = None
 
 
 def conv_bn(ours: str, conv: str, bn: str, depthwise: bool = False) -> list[Link]:
     """Links for one of our ConvBNAct (``ours.conv``, ``ours.bn``) to a source's conv and norm modules."""
     return [Link(f"{ours}.conv", conv, "dwconv" if depthwise else "conv"), Link(f"{ours}.bn", bn, "bn")]
-
-
-def is_depthwise(module: ConvBNAct) -> bool:
-    return module.conv.groups > 1 and module.conv.groups == module.conv.in_channels
 
 
 def has_expand(block: InvertedResidual) -> bool:
@@ -122,7 +119,7 @@ def import_state(spec: SourceModel, theirs: dict[str, torch.Tensor], alpha: floa
     if spec.classifier not in theirs:
         raise MobileNetError(f"the source has no {spec.classifier!r}, so it is not a {spec.name} with its "
                              f"classifier (files without one, e.g. Keras include_top=False, are not supported; "
-                             f"first keys: {', '.join(list(theirs)[:_MAX_LISTED])})")
+                             f"first keys: {', '.join(list(theirs)[:MAX_LISTED])})")
     num_classes = int(theirs[spec.classifier].shape[0])
     dropped = drop_background and num_classes == 1001
     alpha = infer_alpha(spec, theirs, alpha)
@@ -151,7 +148,7 @@ def import_state(spec: SourceModel, theirs: dict[str, torch.Tensor], alpha: floa
             state[dst] = value.to(own[dst].dtype) if dst in own else value
     unexpected = [k for k in theirs if k not in used and not k.endswith("num_batches_tracked")]
     _raise_if(spec, alpha, missing, unexpected, shapes)
-    load_state_dict_strict(model, state, what=f"{spec.name} weights")
+    load_strict(model, state, what=f"{spec.name} weights")
     model.eval()
     info = {
         "model": spec.model,
@@ -181,12 +178,8 @@ def export_state(spec: SourceModel, model: nn.Module) -> dict[str, torch.Tensor]
 
 
 def _raise_if(spec: SourceModel, alpha: float, missing: list, unexpected: list, shapes: list) -> None:
-    problems = []
-    for label, keys in (("shape mismatch", shapes), ("missing from the source", missing),
-                        ("not used by the map", unexpected)):
-        if keys:
-            more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
-            problems.append(f"{label}: {', '.join(keys[:_MAX_LISTED])}{more}")
+    problems = list_problems([("shape mismatch", shapes), ("missing from the source", missing),
+                              ("not used by the map", unexpected)])
     if problems:
         raise MobileNetError(f"the weights do not match {spec.name} at alpha {alpha:g} (wrong model, --model or "
-                             f"--alpha?): " + "; ".join(problems))
+                             f"--alpha?): {problems}")

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import MobileNetError
 from ..layers import ConvBNAct
-from ..weights import INCEPTION_MEAN, INCEPTION_STD
+from ..normalization import INCEPTION_MEAN, INCEPTION_STD
 from .common import Link, SourceModel, build, conv_bn, has_expand, has_se, import_state
 
 # The Keras layer class behind each kind of link, as Keras 3 names it in a .weights.h5 file.

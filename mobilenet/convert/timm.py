@@ -21,7 +21,7 @@ from functools import partial
 from torch import nn
 
 from ..layers import ConvBNAct, DepthwiseSeparable
-from ..weights import INCEPTION_MEAN, INCEPTION_STD
+from ..normalization import INCEPTION_MEAN, INCEPTION_STD
 from .common import Link, SourceModel, conv_bn, has_expand, has_se, stage_index
 
 # Blocks per stage, as timm groups them (one stage per table row; V3's last stage is the 1×1 conv).

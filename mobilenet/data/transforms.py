@@ -18,11 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import MobileNetError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# ITU-R BT.601 luma, the weights PIL's convert("L") uses, so RGB -> 1 channel matches PIL on every path.
-LUMA = (0.299, 0.587, 0.114)
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD, LUMA
 
 # Train-time augmentation presets: random-resized-crop area range (share of the image), aspect-ratio range, flip.
 # "standard" keeps a crop of at least a quarter of the image rather than the ImageNet recipe's 8 %: at 32-64 pixels

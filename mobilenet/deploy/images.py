@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, channel_stats_for, match_channels
+from ..data.transforms import channel_stats_for, match_channels
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
 _SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
 

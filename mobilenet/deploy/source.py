@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import MobileNetError
 from ..models import create_model
-from .images import IMAGENET_MEAN, IMAGENET_STD
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
