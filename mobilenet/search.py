@@ -8,8 +8,8 @@ Accuracy proxy, per configuration, with its ``top1_source``:
 
 * ``"measured"``: top-1 from a results file the user gives (CSV or JSON rows with ``model``, ``alpha``,
   ``resolution``, ``top1`` in percent); configurations in the file join the grid.
-* ``"paper"``: the ImageNet top-1 the paper prints for exactly this configuration (the model module's
-  ``PUBLISHED*`` table that ``model.published`` reads).
+* ``"paper"``: the ImageNet top-1 the paper prints for exactly this configuration (the table each model registers
+  with, :func:`mobilenet.models.published_table`).
 * ``"interpolated"`` / ``"extrapolated"``: a least-squares line of top-1 against the natural log of Mult-Adds, fitted
   per model to that model's published configurations (x = their exact Mult-Adds as counted here, y = printed top-1);
   "interpolated" when the configuration's Mult-Adds lie within the published ones' range, "extrapolated" outside it:
@@ -33,19 +33,16 @@ import csv
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from .cost import count_cost
 from .errors import MobileNetError
-from .models import create_model, get_builder, list_models
-from .models.base import lookup_published
+from .models import create_model, get_builder, list_models, published_table
 
 FAMILIES = {
     "v1": ("mobilenet_v1",),
@@ -145,20 +142,9 @@ class CostTable:
         return self._costs[key]
 
     def paper(self, name: str) -> dict[tuple[float, int], float]:
-        """The top-1 the paper prints per (α, resolution) for this model, from its module's ``PUBLISHED*`` tables.
-
-        A module may hold several tables (V1 has one per variant); the model's own is the first that agrees with
-        ``model.published`` for every (model, α) built so far, α = 1 included.
-        """
+        """The top-1 the paper prints per (α, resolution) for this model (the registry's published table)."""
         if name not in self._papers:
-            module = sys.modules[get_builder(name).__module__]
-            tables = [t for n, t in vars(module).items() if n.startswith("PUBLISHED") and isinstance(t, dict)]
-            self.model(name, 1.0)
-            built = [m for (n, _), m in self._built.items() if n == name]
-            chosen = next((t for t in tables if all(
-                lookup_published(t, SimpleNamespace(alpha=m.alpha, resolution=m.resolution)) == m.published
-                for m in built)), {})
-            self._papers[name] = {(float(a), int(r)): float(row[0]) for (a, r), row in chosen.items()}
+            self._papers[name] = {(float(a), int(r)): float(row[0]) for (a, r), row in published_table(name).items()}
         return self._papers[name]
 
 

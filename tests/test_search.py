@@ -142,11 +142,15 @@ def test_real_latency_measurement_runs():
     assert search_module.measure_latency("mobilenet_v3_small", 0.25, 32, "torch", min_time=0.0, max_runs=5) > 0
 
 
-def test_backend_choices_match_deploy():
-    from mobilenet.cli.search import BACKEND_CHOICES
+def test_backend_choices_are_the_deploy_backends():
+    from mobilenet.cli.main import build_parser
     from mobilenet.deploy.backends import BACKENDS
 
-    assert tuple(BACKEND_CHOICES) == tuple(BACKENDS)
+    parser = build_parser()
+    for backend in BACKENDS:
+        assert parser.parse_args(["search", "--macs", "1M", "--backend", backend]).backend == backend
+    with pytest.raises(SystemExit):
+        parser.parse_args(["search", "--macs", "1M", "--backend", "no-such-backend"])
 
 
 def test_text_output_and_empty_budget(capsys):

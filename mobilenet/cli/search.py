@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 
+from ..deploy.backends import BACKENDS
 from ..search import DEFAULT_ALPHAS, DEFAULT_RESOLUTIONS, FAMILIES, Budget, search
 from .options import amount, float_list, int_list, positive_float
-
-BACKEND_CHOICES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8")
 
 SOURCES = ("paper = printed in the paper for this exact configuration; interpolated / extrapolated = log-linear fit "
            "of the paper's top-1 against log Mult-Adds for that model (extrapolated: outside the published range, "
@@ -34,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-ms", type=positive_float, default=None, metavar="MS",
                    help="batch-1 latency budget in milliseconds, measured on --backend (default torch) on this "
                         "machine for front candidates only")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default=None,
+    p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="where to measure latency: torch (eager), torch-fast, onnxruntime, onnxruntime-int8 "
                         "(default: torch when --latency-ms is given, else no timing)")
     p.add_argument("--models", default="v1,v2,v3", metavar="LIST",

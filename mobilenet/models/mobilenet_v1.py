@@ -100,21 +100,21 @@ def _doc(fn):
     return fn
 
 
-@register_model
+@register_model(published=PUBLISHED)
 @_doc
 def mobilenet_v1(**kwargs) -> MobileNet:
     """MobileNetV1, Table 1 of arXiv 1704.04861: 569M Mult-Adds, 4.2M params at α = 1, 224×224."""
     return _build("mobilenet_v1", DW_SEPARABLE_LAYERS, DepthwiseSeparable, PUBLISHED, **kwargs)
 
 
-@register_model
+@register_model(published=PUBLISHED_CONV)
 @_doc
 def mobilenet_v1_conv(**kwargs) -> MobileNet:
     """Conv MobileNet, Table 4 of arXiv 1704.04861: every depthwise separable layer is a full 3×3 conv."""
     return _build("mobilenet_v1_conv", DW_SEPARABLE_LAYERS, full_conv_layer, PUBLISHED_CONV, **kwargs)
 
 
-@register_model
+@register_model(published=PUBLISHED_SHALLOW)
 @_doc
 def mobilenet_v1_shallow(**kwargs) -> MobileNet:
     """Shallow MobileNet, Table 5 of arXiv 1704.04861: V1 without the five repeated 14×14×512 layers."""

@@ -31,7 +31,7 @@ PUBLISHED = {
 }
 
 
-@register_model
+@register_model(published=PUBLISHED)
 def mobilenet_v2(*, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU6, padding: str = "symmetric",
                  **kwargs) -> MobileNet:
     """MobileNetV2, Table 2 of arXiv 1801.04381: 300M Mult-Adds, 3.4M params at α = 1, 224×224.

@@ -209,21 +209,21 @@ def _doc(fn):
     return fn
 
 
-@register_model
+@register_model(published=PUBLISHED_LARGE)
 @_doc
 def mobilenet_v3_large(**kwargs) -> MobileNet:
     """MobileNetV3-Large, Table 1 of arXiv 1905.02244: 217M Mult-Adds, 5.4M params at α = 1, 224×224."""
     return _build("mobilenet_v3_large", LARGE, PUBLISHED_LARGE, **kwargs)
 
 
-@register_model
+@register_model(published=PUBLISHED_SMALL)
 @_doc
 def mobilenet_v3_small(**kwargs) -> MobileNet:
     """MobileNetV3-Small, Table 2 of arXiv 1905.02244: 57M Mult-Adds, 2.5M params at α = 1, 224×224."""
     return _build("mobilenet_v3_small", SMALL, PUBLISHED_SMALL, **kwargs)
 
 
-@register_model
+@register_model(published=PUBLISHED_LARGE_MINIMAL)
 @_doc
 def mobilenet_v3_large_minimal(**kwargs) -> MobileNet:
     """MobileNetV3-Large minimalistic (TF-Slim): no SE, ReLU only, 3×3 kernels; 209M Mult-Adds, 3.9M params."""

@@ -13,6 +13,8 @@ from ..errors import MobileNetError
 from ..features import FeatureExtractor
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+# name -> the paper's ImageNet numbers, {(alpha, resolution): (top-1 %, Mult-Adds M, params M)}
+_PUBLISHED: dict[str, dict[tuple[float, int], tuple]] = {}
 
 # The largest model create_model builds: 10^9 parameters (4 GB in fp32), 140x the papers' largest MobileNet. Beyond
 # the published range (α > 1.5, more than 10^4 classes or 16 input channels) a model is sized on the meta device
@@ -21,12 +23,26 @@ MAX_PARAMS = 10**9
 _SIZED_BEYOND = {"alpha": 1.5, "num_classes": 10**4, "in_chans": 16}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Registers a model builder under its function name."""
-    if fn.__name__ in _MODELS:
-        raise RuntimeError(f"model {fn.__name__!r} registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, published: dict | None = None):
+    """Registers a model builder under its function name: ``@register_model``, or
+    ``@register_model(published=TABLE)`` with the paper's ``{(alpha, resolution): (top-1 %, Mult-Adds M,
+    params M)}`` for that model (what :func:`published_table` returns)."""
+
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise RuntimeError(f"model {fn.__name__!r} registered twice")
+        _MODELS[fn.__name__] = fn
+        _PUBLISHED[fn.__name__] = dict(published or {})
+        return fn
+
+    return register if fn is None else register(fn)
+
+
+def published_table(name: str) -> dict[tuple[float, int], tuple]:
+    """The paper's ImageNet numbers for model ``name``: ``{(alpha, resolution): (top-1 %, Mult-Adds M, params M)}``
+    (empty when the paper prints none)."""
+    get_builder(name)
+    return dict(_PUBLISHED[name])
 
 
 def list_models(pattern: str = "*") -> list[str]:

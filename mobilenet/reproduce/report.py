@@ -16,8 +16,15 @@ FIGURES = {
     "time_vs_mult_adds": "figures/time_vs_mult_adds.png",
     "core_speed": "figures/core_speed.png",
 }
-_PAPER_TOP1 = {"table4": {"mobilenet_v1_conv": 71.7, "mobilenet_v1": 70.6}, "table5": {"mobilenet_v1": 68.4,
-               "mobilenet_v1_shallow": 65.3}}
+
+
+def _paper_top1(table: str, config: dict) -> dict | None:
+    """model -> the paper's ImageNet top-1 for the rows of Table 4 or 5 (at α = 1, or Table 5's α = 0.75)."""
+    from ..models import published_table
+
+    pairs = {"table4": [("mobilenet_v1_conv", 1.0), ("mobilenet_v1", 1.0)],
+             "table5": [("mobilenet_v1", 0.75), ("mobilenet_v1_shallow", 1.0)]}.get(table)
+    return None if pairs is None else {m: published_table(m)[(a, 224)][0] for m, a in pairs}
 
 
 def _md_table(header: list[str], rows: list[list]) -> list[str]:
@@ -144,7 +151,7 @@ def accuracy_markdown(exp: dict) -> list[str]:
               "table5": "Table 5: narrow vs shallow", "table6": "Table 6: width multiplier α",
               "table7": "Table 7: resolution multiplier ρ", "grid": "All 16 α x ρ configurations (Figures 4-5)"}
     for name, title in titles.items():
-        paper = _PAPER_TOP1.get(name)
+        paper = _paper_top1(name, cfg)
         header = head + (["paper ImageNet top-1 %"] if paper is not None else [])
         lines += [f"### {title}", ""] + _md_table(header, _accuracy_rows(exp["rows"], exp["tables"][name], paper))
         if name == "table4" and cfg.get("table4_alpha", 1.0) != 1.0:
