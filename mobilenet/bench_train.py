@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .models import create_model
+from .optim import descend, training_loss
 
 # name: (bf16 autocast, channels_last); the first is the baseline, the second the default training path.
 VARIANTS = {
@@ -47,12 +47,7 @@ def _trainer(model_name: str, alpha: float, resolution: int, batch: int, amp: bo
     y = torch.randint(0, num_classes, (batch,), generator=g)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, training_loss(model, x, y, amp)[0])
 
     return step
 

@@ -12,6 +12,7 @@ import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .layers import is_depthwise
@@ -108,3 +109,19 @@ class ModelEMA:
                 ema.mul_(d).add_(cur.detach(), alpha=1 - d)
             else:
                 ema.copy_(cur)
+
+
+def training_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False,
+                  label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward half of a training step: ``(loss, logits)``, the forward pass under bf16 autocast when ``amp``
+    and the cross-entropy in fp32. Training, ``bench-train`` and the reproduction's speed estimate all step here."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = net(x)
+    return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing), logits
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """The backward half: gradients of ``loss`` replace the old ones, then one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

@@ -16,22 +16,21 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed
-from .checkpoint import FORMAT, VERSION, read_for_resume, rng_state, save_atomic, set_rng_state
+from .checkpoint import read_for_resume, save_atomic, set_rng_state
 from .cost import count_cost
 from .errors import MobileNetError
 from .evaluate import evaluate, load_checkpoint
 from .models import create_model
 from .models.base import BASE_RESOLUTION
-from .optim import OPTIMIZERS, SCHEDULES, LRFactor, ModelEMA, make_optimizer
+from .optim import OPTIMIZERS, SCHEDULES, LRFactor, ModelEMA, descend, make_optimizer, training_loss
 from .resumable import ResumableSampler, SeededSamples, StopSignal, seed_all, set_sampling_epoch
 from .runlock import RunLock
-from .statedict import load_strict
-from .trainlog import RunLog, check_fresh, default_output, plot_curves
+from .runstate import RunState
+from .trainlog import RunLog, check_fresh, default_output, plot_curves, progress_bar, report
 
 __all__ = ["TrainConfig", "evaluate", "load_checkpoint", "train"]
 
@@ -180,13 +179,22 @@ def train(cfg: TrainConfig, bundle=None) -> dict:
         distributed.teardown(world)
 
 
-def _resume_path(cfg: TrainConfig) -> Path:
+def resume_path(cfg: TrainConfig) -> Path:
+    """The checkpoint ``cfg.resume`` names: a file, a run directory's ``last.pt``, or, for a bare ``--resume``
+    ("", "auto", "last"), ``last.pt`` in ``cfg.output`` (even before that directory exists: a run killed while
+    starting)."""
     path = Path(cfg.resume)
     if cfg.resume in ("", "auto", "last"):
         if cfg.output is None:
             raise MobileNetError("--resume without a checkpoint needs --output (the run directory)")
-        return Path(cfg.output) / "last.pt"  # even before the directory exists (a run killed while starting)
+        return Path(cfg.output) / "last.pt"
     return path / "last.pt" if path.is_dir() else path
+
+
+def read_resume(cfg: TrainConfig) -> tuple[dict | None, Path]:
+    """``(checkpoint, its path)`` for ``cfg.resume``, falling back to the kept previous checkpoint when the last
+    is damaged; ``(None, path)`` when a bare ``--resume`` finds a run stopped before its first checkpoint."""
+    return read_for_resume(resume_path(cfg), missing_ok=cfg.resume in ("", "auto", "last"))
 
 
 def _check_resume(cfg: TrainConfig, stored: dict) -> None:
@@ -205,205 +213,228 @@ def _load_data(cfg: TrainConfig, resolution: int):
 
 
 def _train(cfg: TrainConfig, bundle, world: distributed.World, held: ExitStack) -> dict:
-    started = time.time()
-    ckpt, output, locked = None, None, None
-    if cfg.resume:
-        resume_path = _resume_path(cfg)
-        if world.main and resume_path.parent.is_dir() and resume_path.name == "last.pt":
-            locked = resume_path.parent  # locked before reading, so no other run is writing it
-            held.enter_context(RunLock(locked))
-        # A bare --resume of a run stopped before its first checkpoint starts that run again from step 0.
-        ckpt, resume_path = read_for_resume(resume_path, missing_ok=cfg.resume in ("", "auto", "last"))
-        if ckpt is not None:
-            _check_resume(cfg, ckpt["config"])
-        if cfg.output is None:
-            cfg.output = str(resume_path.parent)
-    if world.main:
-        output = Path(cfg.output) if cfg.output else default_output(cfg.model)
-        if locked is None or output.resolve() != locked.resolve():
-            held.enter_context(RunLock(output))
-        if not cfg.resume:
-            check_fresh(output)
-    output = distributed.broadcast(output if world.main else None, world)
-    cfg.output = str(output)
-    resolution = cfg.resolution or BASE_RESOLUTION
-    if cfg.amp is None:
-        cfg.amp = resolution >= AMP_MIN_RESOLUTION
-    if cfg.batch_size % world.size:
-        raise MobileNetError(f"batch_size {cfg.batch_size} must be divisible by the {world.size} processes")
-    if cfg.sync_bn and world.device.type != "cuda":
-        raise MobileNetError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU implementation)")
-
-    bundle = bundle if bundle is not None else _load_data(cfg, resolution)
-    steps_per_epoch = len(bundle.train) // cfg.batch_size
-    if steps_per_epoch < 1:
-        raise MobileNetError(f"the training split has {len(bundle.train)} samples, fewer than one batch of "
-                             f"{cfg.batch_size}; lower --batch-size")
-
-    seed_all(cfg.seed)  # the same initial weights on every rank
-    model_kwargs = {"alpha": cfg.alpha, "resolution": resolution, "num_classes": len(bundle.class_names),
-                    "in_chans": bundle.in_chans}
-    if cfg.dropout is not None:
-        model_kwargs["dropout"] = cfg.dropout
-    model = create_model(cfg.model, **model_kwargs)
-    cost = count_cost(model)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(world.device, memory_format=fmt)
-    ema = ModelEMA(model, cfg.ema) if cfg.ema else None
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.decay_all)
-    lr_factor = LRFactor(cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch), cfg.schedule,
-                         cfg.step_epochs * steps_per_epoch, cfg.gamma)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-
-    epoch, step, seen, history, best_top1 = 0, 0, 0, [], -1.0
-    totals = torch.zeros(3, dtype=torch.float64)  # this epoch's loss sum, correct, samples (all ranks)
-    if ckpt is not None:
-        load_strict(model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scheduler.lr_lambdas[0] = lr_factor  # a changed --epochs stretches the schedule
-        if ema is not None and ckpt.get("ema") is not None:
-            load_strict(ema.module, ckpt["ema"])
-        epoch, step, seen = ckpt["epoch"], ckpt["step"], ckpt["seen"]
-        history, best_top1 = list(ckpt["history"]), ckpt["best_top1"]
-        totals = ckpt["epoch_totals"].clone()
-        if seen % world.size:
-            raise MobileNetError(f"the checkpoint stopped {seen} samples into an epoch, which {world.size} "
-                                 f"processes cannot split; resume with a world size dividing {seen}")
-    if ckpt is not None and world.main:
-        set_rng_state(ckpt["rng"])
-    else:
-        seed_all(cfg.seed + world.rank + 7919 * step)  # each rank its own dropout stream
-
-    net: nn.Module = model
-    if world.distributed:
-        if cfg.sync_bn:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
-
-    train_set = SeededSamples(bundle.train, cfg.seed)
-    sampler = ResumableSampler(train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=cfg.seed,
-                               drop_last=True)
-    # A private generator keeps the loader's per-epoch seed draw from shifting the global (dropout) stream.
-    loader = DataLoader(train_set, batch_size=cfg.batch_size // world.size, sampler=sampler, drop_last=True,
-                        num_workers=cfg.workers, generator=torch.Generator(),
-                        pin_memory=world.device.type == "cuda")
-    config = {**asdict(cfg), "resolution": resolution, "model_kwargs": model_kwargs,
-              "class_names": list(bundle.class_names), "mean": list(bundle.mean), "std": list(bundle.std),
-              "world_size": world.size, "mult_adds": cost.mult_adds, "params": cost.params}
-    log = RunLog(output, enabled=world.main)
-    log.start(config, step=step, epochs_done=epoch)
-    last, best = output / "last.pt", output / "best.pt"
-    saved_step = step if ckpt is not None else None
-
-    def save(path: Path = last, metrics: dict | None = None) -> None:
-        nonlocal saved_step
-        if world.main:
-            state = {
-                "format": FORMAT, "version": VERSION, "config": asdict(cfg), "model_kwargs": model_kwargs,
-                "model": model.state_dict(), "ema": ema.module.state_dict() if ema else None,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "step": step, "seen": seen, "epoch_totals": totals.clone(), "rng": rng_state(),
-                "history": history,
-                "best_top1": best_top1, "metrics": metrics or {}, "class_names": list(bundle.class_names),
-                "mean": list(bundle.mean), "std": list(bundle.std), "in_chans": bundle.in_chans,
-            }
-            log.flush()
-            save_atomic(state, path, keep_previous=path == last)
-        saved_step = step
-
-    from tqdm.auto import tqdm
-
-    per_rank = cfg.batch_size // world.size
-    interrupted, stopped = False, cfg.max_steps is not None and step >= cfg.max_steps
-    metrics: dict = {}
+    run = _Run(cfg, world)
+    run.open(held)
+    run.build(bundle)
+    run.resume()
     with StopSignal() as stop:
         try:
-            while epoch < cfg.epochs and not (interrupted or stopped):
-                set_sampling_epoch(sampler, train_set, epoch, seen // world.size)
-                net.train()
-                bar = tqdm(total=steps_per_epoch, initial=seen // cfg.batch_size, desc=f"epoch {epoch + 1}/"
-                           f"{cfg.epochs}", disable=not (world.main and cfg.progress), leave=False, unit="step")
-                if seen == 0:
-                    totals = torch.zeros(3, dtype=torch.float64)
-                tick = time.perf_counter()
-                for x, y in loader:
-                    x = x.to(world.device, non_blocking=True, memory_format=fmt)
-                    y = y.to(world.device, non_blocking=True)
-                    with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                        logits = net(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                    stats = torch.stack([loss.detach().double() * per_rank,
-                                         (logits.detach().argmax(1) == y).sum().double(),
-                                         torch.tensor(float(per_rank), dtype=torch.float64, device=y.device),
-                                         (~torch.isfinite(loss.detach())).double()])
-                    stats = distributed.sum_tensor(stats, world)
-                    if stats[3] > 0:
-                        where = f"step {step + 1} (epoch {epoch + 1}, batch {seen // cfg.batch_size + 1})"
-                        kept = (f"the last good checkpoint is {last} (step {saved_step})" if saved_step is not None
-                                else "no checkpoint had been written yet")
-                        raise MobileNetError(f"the loss became {loss.item()} at {where}; training stopped and "
-                                             f"{kept}. Lower --lr or check the data, then --resume")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    seen += cfg.batch_size
-                    if ema is not None:
-                        ema.update(model, step)
-                    totals += stats[:3]
-                    step_loss = float(stats[0] / stats[2])
-                    log.step({"step": step, "epoch": epoch + 1, "loss": step_loss,
-                              "lr": optimizer.param_groups[0]["lr"]})
-                    elapsed = time.perf_counter() - tick
-                    bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{100 * totals[1] / totals[2]:.1f}",
-                                    img_s=f"{totals[2] / max(elapsed, 1e-9):.0f}", refresh=False)
-                    bar.update()
-                    stopped = cfg.max_steps is not None and step >= cfg.max_steps
-                    interrupted = distributed.any_true(stop.requested, world)
-                    if stopped or interrupted or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                        save()
-                    if stopped or interrupted:
-                        break
-                bar.close()
-                if stopped or interrupted:
-                    break
-                epoch, seen = epoch + 1, 0
-                elapsed = time.perf_counter() - tick
-                metrics = evaluate(ema.module if ema else model, bundle.val, cfg.batch_size, amp=cfg.amp,
-                                   channels_last=cfg.channels_last, world=world, workers=cfg.workers)
-                record = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                          "train_loss": float(totals[0] / totals[2]), "train_top1": float(100 * totals[1] / totals[2]),
-                          "val_loss": metrics["loss"], "val_top1": metrics["top1"], "val_top5": metrics["top5"],
-                          "images_per_s": float(totals[2] / elapsed), "seconds": round(time.time() - started, 1)}
-                history.append(record)
-                improved = metrics["top1"] > best_top1
-                best_top1 = max(best_top1, metrics["top1"])
-                save(metrics=metrics)
-                if improved:
-                    save(best, metrics=metrics)
-                log.epoch(record, history)
-                if world.main and cfg.progress:
-                    tqdm.write(f"epoch {epoch}/{cfg.epochs}: train loss {record['train_loss']:.3f} top-1 "
-                               f"{record['train_top1']:.1f}% | val loss {metrics['loss']:.3f} top-1 "
-                               f"{metrics['top1']:.1f}% top-5 {metrics['top5']:.1f}% | "
-                               f"{record['images_per_s']:.0f} img/s")
+            while run.state.epoch < cfg.epochs and not run.halted:
+                run.run_epoch(stop)
+                if not run.halted:
+                    run.end_epoch()
         finally:
-            log.close()
+            run.log.close()
+    return run.finish()
 
-    result = {"output": str(output), "last": str(last), "checkpoint": str(best if best.exists() else last),
-              "history": history, "steps": step, "epochs_done": epoch, "interrupted": interrupted,
-              "mult_adds": cost.mult_adds, "params": cost.params, "best_top1": best_top1,
-              "top1": history[-1]["val_top1"] if history else None,
-              "top5": history[-1]["val_top5"] if history else None}
-    if epoch >= cfg.epochs and getattr(bundle, "test", None) is not None:
-        test = evaluate(ema.module if ema else model, bundle.test, cfg.batch_size, amp=cfg.amp,
-                        channels_last=cfg.channels_last, world=world, workers=cfg.workers)
-        result["test"] = {"top1": test["top1"], "top5": test["top5"]}
-    if world.main and history:
-        result["plot"] = str(plot_curves(history, output / "curves.png",
-                                         f"{cfg.model} alpha={cfg.alpha} resolution={resolution}"))
-    result["seconds"] = time.time() - started
-    return result
+
+class _Run:
+    """One training run, phase by phase: open (output directory, lock, checkpoint to resume), build (data,
+    model, optimizer, loader, log), resume, then per epoch run_epoch and end_epoch, and finish."""
+
+    def __init__(self, cfg: TrainConfig, world: distributed.World):
+        self.cfg, self.world, self.started = cfg, world, time.time()
+        self.ckpt, self.saved_step = None, None
+        self.interrupted = self.stopped = False
+
+    @property
+    def halted(self) -> bool:
+        return self.interrupted or self.stopped
+
+    def open(self, held: ExitStack) -> None:
+        """Resolves the checkpoint to resume and the run directory, and locks the directory."""
+        cfg, world, locked, output = self.cfg, self.world, None, None
+        if cfg.resume:
+            path = resume_path(cfg)
+            if world.main and path.parent.is_dir() and path.name == "last.pt":
+                locked = path.parent  # locked before reading, so no other run is writing it
+                held.enter_context(RunLock(locked))
+            # A bare --resume of a run stopped before its first checkpoint starts that run again from step 0.
+            self.ckpt, path = read_resume(cfg)
+            if self.ckpt is not None:
+                _check_resume(cfg, self.ckpt["config"])
+            if cfg.output is None:
+                cfg.output = str(path.parent)
+        if world.main:
+            output = Path(cfg.output) if cfg.output else default_output(cfg.model)
+            if locked is None or output.resolve() != locked.resolve():
+                held.enter_context(RunLock(output))
+            if not cfg.resume:
+                check_fresh(output)
+        self.output = distributed.broadcast(output if world.main else None, world)
+        cfg.output = str(self.output)
+
+    def build(self, bundle) -> None:
+        """The data, model, optimizer, EMA, the run's state, the sampler and loader, and the log."""
+        cfg, world = self.cfg, self.world
+        resolution = cfg.resolution or BASE_RESOLUTION
+        if cfg.amp is None:
+            cfg.amp = resolution >= AMP_MIN_RESOLUTION
+        if cfg.batch_size % world.size:
+            raise MobileNetError(f"batch_size {cfg.batch_size} must be divisible by the {world.size} processes")
+        if cfg.sync_bn and world.device.type != "cuda":
+            raise MobileNetError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU implementation)")
+        self.bundle = bundle = bundle if bundle is not None else _load_data(cfg, resolution)
+        self.steps_per_epoch = len(bundle.train) // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise MobileNetError(f"the training split has {len(bundle.train)} samples, fewer than one batch of "
+                                 f"{cfg.batch_size}; lower --batch-size")
+        seed_all(cfg.seed)  # the same initial weights on every rank
+        model_kwargs = {"alpha": cfg.alpha, "resolution": resolution, "num_classes": len(bundle.class_names),
+                        "in_chans": bundle.in_chans}
+        if cfg.dropout is not None:
+            model_kwargs["dropout"] = cfg.dropout
+        model = create_model(cfg.model, **model_kwargs)
+        self.cost = count_cost(model)
+        self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model.to(world.device, memory_format=self.fmt)
+        data = {"class_names": list(bundle.class_names), "mean": list(bundle.mean), "std": list(bundle.std),
+                "in_chans": bundle.in_chans}
+        self.state = RunState(
+            asdict(cfg), model_kwargs, model,
+            make_optimizer(model, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.decay_all),
+            ModelEMA(model, cfg.ema) if cfg.ema else None, data)
+        self.net = self._wrap(model)
+        self.samples = SeededSamples(bundle.train, cfg.seed)
+        self.sampler = ResumableSampler(self.samples, num_replicas=world.size, rank=world.rank, shuffle=True,
+                                        seed=cfg.seed, drop_last=True)
+        # A private generator keeps the loader's per-epoch seed draw from shifting the global (dropout) stream.
+        self.loader = DataLoader(self.samples, batch_size=cfg.batch_size // world.size, sampler=self.sampler,
+                                 drop_last=True, num_workers=cfg.workers, generator=torch.Generator(),
+                                 pin_memory=world.device.type == "cuda")
+        self.log = RunLog(self.output, enabled=world.main)
+        self.last, self.best = self.output / "last.pt", self.output / "best.pt"
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the steps run through: the model itself, or its DDP (and SyncBatchNorm) wrapper."""
+        if not self.world.distributed:
+            return model
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(model) if self.cfg.sync_bn else model
+        device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+
+    def resume(self) -> None:
+        """Restores the checkpoint (if any), sets the schedule at the current step and seeds the streams."""
+        cfg, state, world = self.cfg, self.state, self.world
+        if self.ckpt is not None:
+            state.load_state_dict(self.ckpt, world.size)
+            self.saved_step = state.step
+        steps = self.steps_per_epoch
+        schedule = LRFactor(cfg.epochs * steps, round(cfg.warmup_epochs * steps), cfg.schedule,
+                            cfg.step_epochs * steps, cfg.gamma)
+        # The rate is a function of the step alone, so a resumed run (even with a changed --epochs, which
+        # stretches the schedule) continues from its step count; nothing of the scheduler is stored.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, schedule, last_epoch=state.step - 1)
+        if self.ckpt is not None and world.main:
+            set_rng_state(self.ckpt["rng"])
+        else:
+            seed_all(cfg.seed + world.rank + 7919 * state.step)  # each rank its own dropout stream
+        config = {**asdict(cfg), "resolution": state.model_kwargs["resolution"], "model_kwargs": state.model_kwargs,
+                  **state.data, "world_size": world.size, "mult_adds": self.cost.mult_adds,
+                  "params": self.cost.params}
+        self.log.start(config, step=state.step, epochs_done=state.epoch)
+        self.stopped = cfg.max_steps is not None and state.step >= cfg.max_steps
+
+    def save(self, path: Path | None = None, metrics: dict | None = None) -> None:
+        if self.world.main:
+            self.state.config = asdict(self.cfg)
+            self.log.flush()
+            path = path or self.last
+            save_atomic(self.state.state_dict(metrics), path, keep_previous=path == self.last)
+        self.saved_step = self.state.step
+
+    def run_epoch(self, stop: StopSignal) -> None:
+        """Steps through the rest of the current epoch, or until a stop is asked for or ``max_steps`` is reached
+        (then ``last.pt`` is saved and the run halts)."""
+        cfg, state, world = self.cfg, self.state, self.world
+        set_sampling_epoch(self.sampler, self.samples, state.epoch, state.seen // world.size)
+        self.net.train()
+        bar = progress_bar(self.steps_per_epoch, state.seen // cfg.batch_size, f"epoch {state.epoch + 1}/"
+                           f"{cfg.epochs}", enabled=world.main and cfg.progress)
+        if state.seen == 0:
+            state.totals = torch.zeros(3, dtype=torch.float64)
+        self.tick = time.perf_counter()
+        for x, y in self.loader:
+            self._step(x.to(world.device, non_blocking=True, memory_format=self.fmt),
+                       y.to(world.device, non_blocking=True), bar)
+            self.stopped = cfg.max_steps is not None and state.step >= cfg.max_steps
+            self.interrupted = distributed.any_true(stop.requested, world)
+            if self.halted or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0):
+                self.save()
+            if self.halted:
+                break
+        bar.close()
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, bar) -> None:
+        """One optimizer step, after checking on every rank that the loss is finite."""
+        cfg, state, world = self.cfg, self.state, self.world
+        per_rank = cfg.batch_size // world.size
+        loss, logits = training_loss(self.net, x, y, cfg.amp, cfg.label_smoothing)
+        stats = distributed.sum_tensor(torch.stack([
+            loss.detach().double() * per_rank, (logits.detach().argmax(1) == y).sum().double(),
+            torch.tensor(float(per_rank), dtype=torch.float64, device=y.device),
+            (~torch.isfinite(loss.detach())).double()]), world)
+        if stats[3] > 0:
+            where = f"step {state.step + 1} (epoch {state.epoch + 1}, batch {state.seen // cfg.batch_size + 1})"
+            kept = (f"the last good checkpoint is {self.last} (step {self.saved_step})"
+                    if self.saved_step is not None else "no checkpoint had been written yet")
+            raise MobileNetError(f"the loss became {loss.item()} at {where}; training stopped and {kept}. Lower "
+                                 "--lr or check the data, then --resume")
+        descend(state.optimizer, loss)
+        self.scheduler.step()
+        state.step += 1
+        state.seen += cfg.batch_size
+        if state.ema is not None:
+            state.ema.update(state.model, state.step)
+        state.totals += stats[:3]
+        step_loss = float(stats[0] / stats[2])
+        self.log.step({"step": state.step, "epoch": state.epoch + 1, "loss": step_loss,
+                       "lr": state.optimizer.param_groups[0]["lr"]})
+        elapsed = time.perf_counter() - self.tick
+        bar.set_postfix(loss=f"{step_loss:.3f}", acc=f"{100 * state.totals[1] / state.totals[2]:.1f}",
+                        img_s=f"{state.totals[2] / max(elapsed, 1e-9):.0f}", refresh=False)
+        bar.update()
+
+    def end_epoch(self) -> None:
+        """Evaluates on the validation split, records the epoch, writes ``last.pt`` (and ``best.pt``)."""
+        cfg, state, world = self.cfg, self.state, self.world
+        state.epoch, state.seen = state.epoch + 1, 0
+        elapsed = time.perf_counter() - self.tick
+        metrics = evaluate(state.evaluated, self.bundle.val, cfg.batch_size, amp=cfg.amp,
+                           channels_last=cfg.channels_last, world=world, workers=cfg.workers)
+        totals = state.totals
+        record = {"epoch": state.epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
+                  "train_loss": float(totals[0] / totals[2]), "train_top1": float(100 * totals[1] / totals[2]),
+                  "val_loss": metrics["loss"], "val_top1": metrics["top1"], "val_top5": metrics["top5"],
+                  "images_per_s": float(totals[2] / elapsed), "seconds": round(time.time() - self.started, 1)}
+        state.history.append(record)
+        improved = metrics["top1"] > state.best_top1
+        state.best_top1 = max(state.best_top1, metrics["top1"])
+        self.save(metrics=metrics)
+        if improved:
+            self.save(self.best, metrics=metrics)
+        self.log.epoch(record, state.history)
+        if world.main:
+            report(f"epoch {state.epoch}/{cfg.epochs}: train loss {record['train_loss']:.3f} top-1 "
+                   f"{record['train_top1']:.1f}% | val loss {metrics['loss']:.3f} top-1 {metrics['top1']:.1f}% "
+                   f"top-5 {metrics['top5']:.1f}% | {record['images_per_s']:.0f} img/s", cfg.progress)
+
+    def finish(self) -> dict:
+        """The result: where the checkpoints are, the history, cost, and the test split's accuracy when done."""
+        cfg, state = self.cfg, self.state
+        history = state.history
+        result = {"output": str(self.output), "last": str(self.last),
+                  "checkpoint": str(self.best if self.best.exists() else self.last), "history": history,
+                  "steps": state.step, "epochs_done": state.epoch, "interrupted": self.interrupted,
+                  "mult_adds": self.cost.mult_adds, "params": self.cost.params, "best_top1": state.best_top1,
+                  "top1": history[-1]["val_top1"] if history else None,
+                  "top5": history[-1]["val_top5"] if history else None}
+        if state.epoch >= cfg.epochs and getattr(self.bundle, "test", None) is not None:
+            test = evaluate(state.evaluated, self.bundle.test, cfg.batch_size, amp=cfg.amp,
+                            channels_last=cfg.channels_last, world=self.world, workers=cfg.workers)
+            result["test"] = {"top1": test["top1"], "top5": test["top5"]}
+        if self.world.main and history:
+            title = f"{cfg.model} alpha={cfg.alpha} resolution={state.model_kwargs['resolution']}"
+            result["plot"] = str(plot_curves(history, self.output / "curves.png", title))
+        result["seconds"] = time.time() - self.started
+        return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,23 @@ def check_fresh(output: Path) -> None:
     if found:
         raise MobileNetError(f"output {str(output)!r} already holds a run ({', '.join(found)}); pass --resume to "
                              f"continue it, or choose another --output")
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True):
+    """A tqdm bar of steps on a terminal. Off a terminal (a log file, CI) there is none: carriage-return frames
+    would fill the file, and the one line per epoch of :func:`report` says what matters."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", leave=False,
+                disable=not (enabled and sys.stderr.isatty()))
+
+
+def report(line: str, enabled: bool = True) -> None:
+    """Prints one line (an epoch's summary) without tearing a progress bar that is being drawn."""
+    if enabled:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line)
 
 
 class RunLog:

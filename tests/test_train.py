@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from mobilenet.checkpoint import read_checkpoint
 from mobilenet.cli.main import main as cli
+from mobilenet.data.patterns import CLASS_NAMES as PATTERNS
 from mobilenet.distributed import launch_local
 from mobilenet.errors import MobileNetError
 from mobilenet.layers import is_depthwise
@@ -235,15 +236,15 @@ def test_cli_train_eval_predict_and_bench_train(tmp_path, capsys):
                 str(tmp_path / "c.png")]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["count"] == 48 and 0 <= metrics["top1"] <= metrics["top5"] <= 100
-    assert len(metrics["per_class"]) == 12 and sum(map(sum, metrics["confusion"])) == 48
+    assert len(metrics["per_class"]) == len(PATTERNS) and sum(map(sum, metrics["confusion"])) == 48
     assert metrics["top1"] == pytest.approx(result["top1"])  # the same weights and val images as in training
     assert (tmp_path / "c.png").stat().st_size > 1000
 
     from PIL import Image
 
-    from mobilenet.data.shapes import ShapesDataset
-    image = tmp_path / "shape.png"
-    Image.fromarray(ShapesDataset("val", 80).image(0).permute(1, 2, 0).numpy()).save(image)
+    from mobilenet.data.patterns import PatternsDataset
+    image = tmp_path / "pattern.png"
+    Image.fromarray(PatternsDataset("val", 80).image(0).permute(1, 2, 0).numpy()).save(image)
     assert cli(["predict", "--checkpoint", str(run / "best.pt"), str(image), "--top-k", "3", "--json"]) == 0
     preds = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
     assert len(preds) == 3 and preds[0]["prob"] >= preds[1]["prob"] >= preds[2]["prob"]

@@ -154,11 +154,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k in names}
     if "resume" not in given:
         return TrainConfig(**given)
-    from ..checkpoint import read_for_resume
-    from ..train import _resume_path
+    from ..train import read_resume
 
-    path = _resume_path(TrainConfig(output=given.get("output"), resume=given["resume"]))
-    ckpt, path = read_for_resume(path, missing_ok=given["resume"] in ("", "auto", "last"))
+    ckpt, path = read_resume(TrainConfig(output=given.get("output"), resume=given["resume"]))
     if ckpt is None:  # killed before its first checkpoint: the same run again, from its config.json
         stored = _run_config(path.parent)
         return TrainConfig.from_dict({**stored, **given, "output": str(path.parent), "resume": "auto"})
