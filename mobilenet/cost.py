@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from .errors import MobileNetError
 from .layers import SamePad2d, SqueezeExcite, is_depthwise
 
 KINDS = ("conv", "depthwise", "pointwise", "linear")
@@ -141,10 +142,10 @@ def count_cost(model: nn.Module, resolution: int | tuple[int, int] | None = None
     if resolution is None:
         resolution = getattr(model, "resolution", None)
         if resolution is None:
-            raise ValueError("resolution is required for a module without a .resolution attribute")
+            raise MobileNetError("resolution is required for a module without a .resolution attribute")
     size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
-        raise ValueError(f"resolution must be a positive integer or (H, W) pair, got {resolution!r}")
+        raise MobileNetError(f"resolution must be a positive integer or (H, W) pair, got {resolution!r}")
     rows: list[LayerCost] = []
     _walk(model, "", size, rows)
     return Cost(

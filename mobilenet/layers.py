@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .errors import MobileNetError
+
 # Named channel-rounding policies and where each comes from.
 ROUNDING_POLICIES = {
     # TF-Slim mobilenet_v1.py: depth = max(int(d * depth_multiplier), min_depth=8)
@@ -58,7 +60,7 @@ def round_channels(channels: int, alpha: float = 1.0, policy: str = "divisible8"
         return max(int(channels * alpha), 1)
     if policy == "divisible8":
         return make_divisible(channels * alpha, 8)
-    raise ValueError(f"unknown rounding policy {policy!r}; expected one of {sorted(ROUNDING_POLICIES)}")
+    raise MobileNetError(f"unknown rounding policy {policy!r}; expected one of {sorted(ROUNDING_POLICIES)}")
 
 
 class SamePad2d(nn.Module):
@@ -116,7 +118,7 @@ class ConvBNAct(nn.Sequential):
         padding: str = "symmetric",
     ):
         if padding not in PADDING_MODES:
-            raise ValueError(f"padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
+            raise MobileNetError(f"padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         symmetric = (kernel_size - 1) // 2 * dilation
         if padding == "same" and (stride > 1 or kernel_size % 2 == 0):

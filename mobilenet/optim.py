@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import MobileNetError
 from .layers import is_depthwise
 
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -55,7 +56,7 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weig
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=RMSPROP_EPS, momentum=momentum)
-    raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+    raise MobileNetError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 
 class LRFactor:
@@ -73,7 +74,7 @@ class LRFactor:
     def __init__(self, total_steps: int, warmup_steps: int, schedule: str, step_every: int = 1,
                  gamma: float = 0.1):
         if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+            raise MobileNetError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
         self.total_steps, self.warmup_steps = max(1, total_steps), max(0, warmup_steps)
         self.schedule, self.step_every, self.gamma = schedule, max(1, step_every), gamma
 

@@ -12,8 +12,8 @@ from ..errors import MobileNetError
 # Each module exposes ``register(subparsers)``; the parsers it adds set ``func`` to a callable taking the args.
 COMMAND_MODULES = ["models", "train", "data", "deploy", "search", "convert", "reproduce"]
 
-USER_ERRORS = (MobileNetError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+# Only the package's own error is a user mistake shown as one line; anything else is a bug and keeps its traceback.
+USER_ERRORS = (MobileNetError,)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import MobileNetError
 from ..features import FeatureInfo, forward_intermediates, stage_info
 from ..layers import ROUNDING_POLICIES
 
@@ -48,21 +49,21 @@ def resolve_args(
         rounding: channel rounding policy, one of ``ROUNDING_POLICIES``.
     """
     if not _is_real(alpha) or not alpha > 0 or not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number > 0 (typical 0.25-1.4), got {alpha!r}")
+        raise MobileNetError(f"alpha must be a finite number > 0 (typical 0.25-1.4), got {alpha!r}")
     if rho is not None:
         if resolution is not None:
-            raise ValueError("give either resolution or rho, not both")
+            raise MobileNetError("give either resolution or rho, not both")
         if not _is_real(rho) or not rho > 0 or not math.isfinite(rho):
-            raise ValueError(f"rho must be a finite number > 0 (typical 4/7-1), got {rho!r}")
+            raise MobileNetError(f"rho must be a finite number > 0 (typical 4/7-1), got {rho!r}")
         resolution = max(1, round(BASE_RESOLUTION * rho))
     resolution = BASE_RESOLUTION if resolution is None else resolution
     _check_int("resolution", resolution, "an input side in pixels, >= 1")
     _check_int("num_classes", num_classes, ">= 1")
     _check_int("in_chans", in_chans, ">= 1")
     if not _is_real(dropout) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        raise MobileNetError(f"dropout must be in [0, 1), got {dropout!r}")
     if rounding not in ROUNDING_POLICIES:
-        raise ValueError(f"unknown rounding policy {rounding!r}; expected one of {', '.join(ROUNDING_POLICIES)}")
+        raise MobileNetError(f"unknown rounding policy {rounding!r}; expected one of {', '.join(ROUNDING_POLICIES)}")
     return ModelArgs(float(alpha), int(resolution), int(num_classes), int(in_chans), float(dropout), rounding)
 
 
@@ -78,7 +79,7 @@ def _is_real(value) -> bool:
 
 def _check_int(name: str, value, accepted: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer {accepted}, got {value!r}")
+        raise MobileNetError(f"{name} must be an integer {accepted}, got {value!r}")
 
 
 class MobileNet(nn.Module):

@@ -57,7 +57,7 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
     except KeyError:
         close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(list_models())}"
-        raise ValueError(f"unknown model {name!r}; {hint}") from None
+        raise MobileNetError(f"unknown model {name!r}; {hint}") from None
 
 
 def create_model(name: str, features_only: bool = False, out_indices=None, weights=None, weights_sha256=None,
@@ -79,14 +79,14 @@ def create_model(name: str, features_only: bool = False, out_indices=None, weigh
     ``weights_sha256`` (64 hex digits), when given, must match the file. See :mod:`mobilenet.weights`.
     """
     if out_indices is not None and not features_only:
-        raise ValueError("out_indices is only used with features_only=True")
+        raise MobileNetError("out_indices is only used with features_only=True")
     builder = _sized(get_builder(name), name)
     if weights is not None:
         from ..weights import create_model_with_weights  # imported on use, so building a model stays light
 
         model = create_model_with_weights(builder, name, weights, weights_sha256, **kwargs)
     elif weights_sha256 is not None:
-        raise ValueError("weights_sha256 is only used with weights=")
+        raise MobileNetError("weights_sha256 is only used with weights=")
     else:
         model = builder(**kwargs)
     if features_only:
