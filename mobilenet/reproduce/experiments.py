@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
@@ -284,11 +285,12 @@ def run_experiments(cfg: ExperimentConfig, out: Path) -> dict:
     bundles = {r: load_data(cfg.data, resolution=r, seed=0, augment="light", limit=cfg.limit) for r in needed}
     estimate = _estimates(todo, bundles, cfg) if todo else {}
     total = sum(estimate.values())
-    bar = tqdm(total=round(total), unit="s", disable=not cfg.progress,
+    # On a terminal a bar in estimated seconds (so its ETA weighs each run by its cost); off one, a line per run.
+    bar = tqdm(total=round(total), unit="s", disable=not (cfg.progress and sys.stderr.isatty()),
                desc=f"reproduce: {len(todo)} of {len(runs)} runs to train, about {total / 60:.0f} min",
                bar_format="{l_bar}{bar}| {elapsed}<{remaining} (estimated)")
     try:
-        for run in todo:
+        for i, run in enumerate(todo):
             bar.set_postfix_str(f"{run.spec.label} lr {run.lr:g} seed {run.seed}")
             record = run_one(cfg, run, bundles[run.spec.resolution], workdir)
             tmp = workdir / f"{run.name}.json.tmp"
@@ -296,6 +298,9 @@ def run_experiments(cfg: ExperimentConfig, out: Path) -> dict:
             tmp.replace(workdir / f"{run.name}.json")  # atomic: a record is either whole or absent
             done[run.name] = record
             bar.update(round(estimate[run.name]))
+            if bar.disable and cfg.progress:
+                print(f"reproduce: run {i + 1}/{len(todo)} {run.name}: test top-1 {record['top1']:.2f} % "
+                      f"({(time.time() - started) / 60:.1f} min so far)", flush=True)
     finally:
         bar.close()
     records = [done[r.name] for r in runs]
