@@ -461,3 +461,27 @@ def test_every_path_prepares_the_same_tensor(tmp_path, in_chans, mode):
     for other in (trained, predicted, calibrated):
         assert other.shape == evaluated.shape == (in_chans, 24, 24)
         assert torch.allclose(other, evaluated, atol=1e-4)
+
+
+def test_idx_gzip_bomb_and_overlong_files_are_one_error(tmp_path):
+    from mobilenet.data import idx
+
+    _write_mnist(tmp_path, False, np.random.default_rng(5))
+    images = tmp_path / "train-images-idx3-ubyte"
+    full = images.read_bytes()
+    # A header declaring 2^16 x 2^16 x 2^16 bytes, then gzip-compressed zeros: refused before any body is read.
+    bomb = tmp_path / "t.gz"
+    bomb.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">3I", 2**16, 2**16, 2**16) + bytes(1 << 20)))
+    with pytest.raises(MobileNetError, match="more than the"):
+        idx.read_idx_file(bomb)
+    # 64 MB of zeros past the declared size: only one byte of them is ever decompressed.
+    long = tmp_path / "long-images-idx3-ubyte.gz"
+    long.write_bytes(gzip.compress(full + bytes(64 << 20)))
+    with pytest.raises(MobileNetError, match="too long"):
+        idx.read_idx_file(long)
+    assert np.array_equal(idx.read_idx_file(images), idx.read_idx_file(_gz(images, tmp_path / "ok.gz")))
+
+
+def _gz(path, out):
+    out.write_bytes(gzip.compress(path.read_bytes()))
+    return out

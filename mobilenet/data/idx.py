@@ -22,6 +22,8 @@ from .sources import ArraySource, ReaderSplits, channel_stats, check_labels
 
 # IDX type code -> numpy big-endian dtype.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The largest IDX data set, EMNIST ByClass, is about 0.7 GB decompressed.
+MAX_BYTES = 2 << 30
 _NAME = re.compile(r"(train|t10k)-(images|labels)[.-]idx([13])-ubyte(\.gz)?$")
 
 
@@ -41,31 +43,38 @@ def is_idx_dir(path: Path) -> bool:
 def read_idx_file(path: Path) -> np.ndarray:
     """Parses one IDX file (raw or .gz), checking the magic number, dimensions and size.
 
+    The header is read first and the body only up to the size it declares (at most ``MAX_BYTES``), so a
+    decompression bomb or a file far longer than its header says is one error, not a memory spike.
+
     Raises:
-        MobileNetError: if the file is truncated, too long, or not IDX.
+        MobileNetError: if the file is truncated, too long, too large, or not IDX.
     """
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path) as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
+        with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_TYPES or magic[3] == 0:
+                raise MobileNetError(f"{path} is not an IDX file (bad magic number {magic.hex() or 'empty'})")
+            ndim, dtype = magic[3], np.dtype(IDX_TYPES[magic[2]])
+            header = 4 + 4 * ndim
+            sizes = f.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise MobileNetError(f"{path} is truncated: header needs {header} bytes, file has "
+                                     f"{4 + len(sizes)}")
+            dims = struct.unpack(f">{ndim}I", sizes)
+            expected = header + math.prod(dims) * dtype.itemsize  # exact: an int64 product can wrap around to 0
+            if expected > MAX_BYTES:
+                raise MobileNetError(f"{path} declares dimensions {dims}: {expected:,} bytes, more than the "
+                                     f"{MAX_BYTES:,} this reader accepts")
+            body = f.read(expected - header + 1)  # one byte more than declared tells "too long"
     except (OSError, EOFError, zlib.error) as exc:
         raise MobileNetError(f"cannot read {path}: {exc}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES or raw[3] == 0:
-        raise MobileNetError(f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    ndim, dtype = raw[3], np.dtype(IDX_TYPES[raw[2]])
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise MobileNetError(f"{path} is truncated: header needs {header} bytes, file has {len(raw)}")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + math.prod(dims) * dtype.itemsize  # exact: an int64 product can wrap around to 0
-    if len(raw) != expected:
-        kind = "truncated" if len(raw) < expected else "too long"
-        raise MobileNetError(f"{path} is {kind}: dimensions {dims} need {expected} bytes, file has {len(raw)}")
+    if header + len(body) != expected:
+        kind = "truncated" if header + len(body) < expected else "too long"
+        got = f"{header + len(body)}" if kind == "truncated" else "more"
+        raise MobileNetError(f"{path} is {kind}: dimensions {dims} need {expected} bytes, file has {got}")
     try:  # an empty array may still declare dimensions numpy cannot represent, e.g. (0, 2**30, 2**30, 2**30)
         # astype copies into native byte order, and the copy is writable (torch warns on read-only buffers).
-        return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+        return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
     except (ValueError, MemoryError) as exc:
         raise MobileNetError(f"{path}: dimensions {dims} cannot be read ({exc})") from None
 

@@ -141,6 +141,9 @@ def accuracy_markdown(exp: dict) -> list[str]:
         f"{n_runs} runs, {hours:.2f} h of training in all. Time per image: median over batches of 32, eval "
         "mode, fp32, NCHW, on this machine.",
         "",
+        "The dataset's design, the rate and the length were calibrated on the validation split only "
+        "([docs/calibration.md](../../docs/calibration.md) has the numbers); no setting was chosen by a test result.",
+        "",
         "The resolution multiplier maps to smaller inputs in the same ratios:",
         "",
         *_md_table(["ρ", "paper (px)", "this run (px)"], [[k, paper_px.get(k, "—"), v] for k, v in res.items()]),
