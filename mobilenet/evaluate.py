@@ -17,37 +17,47 @@ from .statedict import load_strict
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int = 128, *, amp: bool = False, channels_last: bool = False,
-             world: distributed.World | None = None, workers: int = 0, num_classes: int | None = None) -> dict:
+def evaluate(model, dataset, batch_size: int = 128, *, amp: bool = False, channels_last: bool = False,
+             world: distributed.World | None = None, workers: int = 0, num_classes: int | None = None,
+             device: str | torch.device | None = None) -> dict:
     """Top-1/top-5 accuracy, mean loss, per-class accuracy and the confusion matrix of ``model`` on ``dataset``.
 
-    Under DDP (``world``) each rank evaluates every ``world.size``-th sample and the counts are summed, so the
-    result is exact and the same on every rank.
+    ``model`` is an ``nn.Module`` (put in eval mode for the pass) or any callable from an image batch to logits,
+    such as a deploy backend's runner; ``num_classes`` is then needed unless it has a ``num_classes`` attribute.
+    Batches go to ``device`` (default: the module's parameters' device, else the CPU). Under DDP (``world``) each
+    rank evaluates every ``world.size``-th sample and the counts are summed, so the result is exact and the same on
+    every rank.
 
     Returns:
         ``top1``, ``top5`` (percent; top-5 is top-k with k = min(5, classes)), ``loss``, ``count``,
         ``per_class`` (percent per class, None for a class without samples), ``confusion`` (rows: true class,
         columns: predicted).
     """
-    world = world or distributed.World(device=next(model.parameters()).device)
+    if world is None:
+        first = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        device = torch.device(device) if device is not None else first.device if first is not None else None
+        world = distributed.World(device=device or torch.device("cpu"))
     classes = num_classes or model.num_classes
     shard = Subset(dataset, range(world.rank, len(dataset), world.size)) if world.distributed else dataset
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     confusion = torch.zeros(classes, classes, dtype=torch.float64)
     extra = torch.zeros(2, dtype=torch.float64)  # top-k correct, loss sum
     k = min(5, classes)
     for x, y in loader:
         x = x.to(world.device, memory_format=fmt)
         with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
+            logits = torch.as_tensor(model(x))
         logits, y = logits.float().cpu(), y.cpu()
         confusion.index_put_((y, logits.argmax(1)), torch.ones(len(y), dtype=torch.float64), accumulate=True)
         extra[0] += (logits.topk(k, 1).indices == y[:, None]).any(1).sum()
         extra[1] += F.cross_entropy(logits, y, reduction="sum").double()
-    model.train(was_training)
+    if module is not None:
+        module.train(was_training)
     totals = distributed.sum_tensor(torch.cat([confusion.flatten(), extra]), world)
     confusion = totals[:-2].view(classes, classes)
     count = float(confusion.sum())

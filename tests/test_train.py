@@ -285,3 +285,14 @@ def test_cli_eval_and_predict_on_other_backends(tmp_path, capsys):
         preds = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
         probs[backend] = [p["prob"] for p in preds]
     assert probs["onnxruntime"] == pytest.approx(probs["torch"], abs=1e-5)
+
+
+def test_evaluate_takes_a_plain_callable():
+    # A backend runner is a function from a batch to logits: no parameters, no eval(); it gives the same counts.
+    model = create_model("mobilenet_v1", alpha=0.25, resolution=32, num_classes=4).eval()
+    x, y = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 4
+    data = torch.utils.data.TensorDataset(x, y)
+    as_module = evaluate(model, data, batch_size=5)
+    as_function = evaluate(lambda batch: model(batch).detach().numpy(), data, batch_size=5, num_classes=4)
+    assert as_function["confusion"] == as_module["confusion"] and as_function["count"] == 12
+    assert as_function["loss"] == pytest.approx(as_module["loss"])

@@ -218,26 +218,12 @@ def _add_backend_option(p: argparse.ArgumentParser) -> None:
 
 
 def _on_backend(model, backend: str):
-    """``model`` itself for eager PyTorch, else a module whose forward runs the deploy backend's runner."""
+    """``model`` itself for eager PyTorch, else the deploy backend's runner (a callable from batch to logits)."""
     if backend == "torch":
         return model
-    import torch
-    from torch import nn
-
     from ..deploy.backends import make_runner
 
-    class _Backend(nn.Module):
-        # evaluate() reads the device from a parameter and the class count from the model; a runner has neither.
-        def __init__(self):
-            super().__init__()
-            self.runner = make_runner(model, backend)
-            self.num_classes = model.num_classes
-            self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)
-
-        def forward(self, x):
-            return torch.as_tensor(self.runner(x)).float()
-
-    return _Backend()
+    return make_runner(model, backend)
 
 
 def _eval_data(args: argparse.Namespace, ckpt: dict):
@@ -267,7 +253,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     model, ckpt = load_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     spec, dataset = _eval_data(args, ckpt)
-    metrics = evaluate(_on_backend(model, args.backend), dataset, args.batch_size, workers=args.workers)
+    metrics = evaluate(_on_backend(model, args.backend), dataset, args.batch_size, workers=args.workers,
+                       num_classes=model.num_classes)
     names = ckpt["class_names"]
     if args.confusion:
         plot_confusion(metrics["confusion"], names, args.confusion, f"{spec} ({args.split}): top-1 "
@@ -302,7 +289,7 @@ def run_predict(args: argparse.Namespace) -> int:
     for path in args.images:
         x = load_image(path, res, ckpt["mean"], ckpt["std"], ckpt["in_chans"])
         with torch.no_grad():
-            probs = model(x[None]).float().softmax(1)[0]
+            probs = torch.as_tensor(model(x[None])).float().softmax(1)[0]
         top = probs.topk(k)
         results.append({"image": path, "predictions": [{"class": names[i], "index": int(i), "prob": float(p)}
                                                        for p, i in zip(top.values, top.indices)]})
