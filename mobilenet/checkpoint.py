@@ -157,7 +157,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MobileNetError(f"checkpoint {str(path)!r} holds objects that are not plain data; refused to load "
                              f"it ({first})") from None
-    except Exception as e:  # noqa: BLE001 - damaged archives fail in torch.load with many types (ValueError: negative
+    except Exception as e:  # damaged archives fail in torch.load with many types (ValueError: negative
         # seek value, RuntimeError, EOFError, BadZipFile, ...): all of them mean this file cannot be read
         raise MobileNetError(f"checkpoint {str(path)!r} is truncated or not a PyTorch file ({type(e).__name__}: "
                              f"{e})") from None

@@ -118,7 +118,7 @@ def resolve_models(names: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-class CostTable:
+class CostCache:
     """Exact costs and paper numbers of configurations, building each (model, α) once on the meta device."""
 
     def __init__(self):
@@ -168,7 +168,7 @@ class LogLinearFit:
         return line, "interpolated" if mult_adds >= self.lo else "extrapolated"
 
 
-def fit_proxies(table: CostTable, models: Iterable[str]) -> dict[str, LogLinearFit]:
+def fit_proxies(table: CostCache, models: Iterable[str]) -> dict[str, LogLinearFit]:
     """Per-model log-linear fits of the paper's top-1 against exact Mult-Adds (see the module docstring)."""
     points = {name: [(table.cost(name, a, r)[0], top1) for (a, r), top1 in table.paper(name).items()]
               for name in models}
@@ -299,7 +299,7 @@ def search(
     measured = load_results(results) if results is not None else {}
     configs = {(n, float(a), int(r)) for n in names for a in alphas for r in resolutions}
     configs |= {k for k in measured if k[0] in names}
-    table = CostTable()
+    table = CostCache()
     cands = []
     for name, alpha, res in sorted(configs):
         madds, params = table.cost(name, alpha, res)

@@ -178,7 +178,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
                                  f"({detail})") from None
         raise MobileNetError(f"refused to load {str(path)!r}: it holds Python objects other than tensors and plain "
                              f"data, which could run code; nothing from it was executed ({detail})") from None
-    except Exception as e:  # noqa: BLE001 - torch.load fails on damaged files with many types (SafetensorError
+    except Exception as e:  # torch.load fails on damaged files with many types (SafetensorError
         # for an empty file, ValueError, RuntimeError, BadZipFile, ...): all mean the file cannot be read
         raise MobileNetError(f"{str(path)!r} is not a readable safetensors or PyTorch weights file "
                              f"({type(e).__name__}: {e})") from None

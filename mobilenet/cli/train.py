@@ -14,7 +14,7 @@ from ..optim import OPTIMIZERS, SCHEDULES
 from ..train import TrainConfig
 from .options import count, fraction, non_negative, positive_float, positive_int
 
-_D = TrainConfig()
+DEFAULTS = TrainConfig()
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -22,48 +22,48 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     # stored ones; the shown defaults come from TrainConfig.
     S = argparse.SUPPRESS
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=S, metavar="NAME", help=f"registered model (default {_D.model}; see "
+    g.add_argument("--model", default=S, metavar="NAME", help=f"registered model (default {DEFAULTS.model}; see "
                    "`mobilenet list`)")
     g.add_argument("--alpha", type=positive_float, default=S,
-                   help=f"width multiplier alpha: channels x alpha, cost ~ alpha^2 (default {_D.alpha})")
+                   help=f"width multiplier alpha: channels x alpha, cost ~ alpha^2 (default {DEFAULTS.alpha})")
     g.add_argument("--resolution", type=positive_int, default=S,
-                   help=f"input side in pixels, rho x 224 (default {_D.resolution})")
+                   help=f"input side in pixels, rho x 224 (default {DEFAULTS.resolution})")
     g.add_argument("--dropout", type=fraction, default=S, help="dropout before the classifier (default: the "
                    "model's own, 0 for V1, 0.2 for V2/V3)")
     g = p.add_argument_group("data")
     g.add_argument("--data", default=S, metavar="D", help=f"embedded dataset name, or a folder: class "
                    f"sub-folders, ImageNet layout (train/ val/), CIFAR-10/100 python batches, or MNIST IDX files "
-                   f"(default {_D.data})")
+                   f"(default {DEFAULTS.data})")
     g.add_argument("--data-format", choices=["embedded", "imagefolder", "cifar", "idx"], default=S,
                    help="the format of --data (default: detected)")
     g.add_argument("--in-chans", type=int, choices=[1, 3], default=S,
                    help="input channels: 3 (grayscale is repeated) or 1 (default 3)")
     g.add_argument("--augment", choices=["standard", "light", "none"], default=S,
                    help=f"training augmentation: random-resized crop + flip, a lighter crop (the V1 paper's choice "
-                   f"for small models), or none (default {_D.augment})")
+                   f"for small models), or none (default {DEFAULTS.augment})")
     g.add_argument("--limit", type=positive_int, default=S, help="use at most this many train and val samples")
     g.add_argument("--val-fraction", type=fraction, default=S,
-                   help=f"share held out for validation from a plain class folder (default {_D.val_fraction})")
-    g.add_argument("--workers", type=count, default=S, help=f"data-loading processes (default {_D.workers})")
+                   help=f"share held out for validation from a plain class folder (default {DEFAULTS.val_fraction})")
+    g.add_argument("--workers", type=count, default=S, help=f"data-loading processes (default {DEFAULTS.workers})")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=positive_int, default=S, help=f"passes over the data (default {_D.epochs})")
+    g.add_argument("--epochs", type=positive_int, default=S, help=f"passes over the data (default {DEFAULTS.epochs})")
     g.add_argument("--batch-size", type=positive_int, default=S,
-                   help=f"global batch, split over the torchrun processes (default {_D.batch_size})")
-    g.add_argument("--lr", type=positive_float, default=S, help=f"peak learning rate (default {_D.lr})")
+                   help=f"global batch, split over the torchrun processes (default {DEFAULTS.batch_size})")
+    g.add_argument("--lr", type=positive_float, default=S, help=f"peak learning rate (default {DEFAULTS.lr})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S,
-                   help=f"SGD with momentum, or RMSprop as in the papers (default {_D.optimizer})")
-    g.add_argument("--momentum", type=fraction, default=S, help=f"(default {_D.momentum})")
+                   help=f"SGD with momentum, or RMSprop as in the papers (default {DEFAULTS.optimizer})")
+    g.add_argument("--momentum", type=fraction, default=S, help=f"(default {DEFAULTS.momentum})")
     g.add_argument("--weight-decay", type=non_negative, default=S,
                    help=f"L2 on conv/linear weights; never on depthwise filters, norms, biases unless --decay-all "
-                   f"(default {_D.weight_decay})")
+                   f"(default {DEFAULTS.weight_decay})")
     g.add_argument("--decay-all", action="store_true", default=S, help="apply weight decay to every parameter")
-    g.add_argument("--schedule", choices=SCHEDULES, default=S, help=f"after warm-up (default {_D.schedule})")
+    g.add_argument("--schedule", choices=SCHEDULES, default=S, help=f"after warm-up (default {DEFAULTS.schedule})")
     g.add_argument("--warmup-epochs", type=non_negative, default=S,
-                   help=f"linear warm-up length (default {_D.warmup_epochs})")
+                   help=f"linear warm-up length (default {DEFAULTS.warmup_epochs})")
     g.add_argument("--step-epochs", type=positive_int, default=S,
-                   help=f"step schedule: the rate x --gamma every this many epochs (default {_D.step_epochs})")
-    g.add_argument("--gamma", type=positive_float, default=S, help=f"step schedule factor (default {_D.gamma})")
-    g.add_argument("--label-smoothing", type=fraction, default=S, help=f"(default {_D.label_smoothing})")
+                   help=f"step schedule: the rate x --gamma every this many epochs (default {DEFAULTS.step_epochs})")
+    g.add_argument("--gamma", type=positive_float, default=S, help=f"step schedule factor (default {DEFAULTS.gamma})")
+    g.add_argument("--label-smoothing", type=fraction, default=S, help=f"(default {DEFAULTS.label_smoothing})")
     g.add_argument("--ema", type=fraction, default=S,
                    help="keep an exponential moving average of the weights with this decay, e.g. 0.999, and "
                    "evaluate it (default 0: off)")
@@ -74,7 +74,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
                    help="NHWC memory format (default on)")
     g.add_argument("--seed", type=int, default=S, help=f"seeds data order, augmentation, weights and dropout; a "
-                   f"CPU run is exactly reproducible (default {_D.seed})")
+                   f"CPU run is exactly reproducible (default {DEFAULTS.seed})")
     g.add_argument("--device", choices=["cpu", "cuda"], default=S, help="default: cuda when available")
     g.add_argument("--sync-bn", action="store_true", default=S, help="SyncBatchNorm across processes (CUDA DDP)")
     g = p.add_argument_group("output and checkpoints")
@@ -343,7 +343,8 @@ def _convergence(epochs: int, quiet: bool) -> dict:
             found[name] = {"top1": r["top1"], "top5": r["top5"], "seconds": r["seconds"]}
     found["difference"] = found["fast"]["top1"] - found["eager"]["top1"]
     if not quiet:
-        print(f"convergence ({_D.model} alpha={_D.alpha} at {_D.resolution}, {epochs} epochs, same seed): "
+        print(f"convergence ({DEFAULTS.model} alpha={DEFAULTS.alpha} at {DEFAULTS.resolution}, {epochs} epochs, "
+              "same seed): "
               f"val top-1 {found['fast']['top1']:.2f}% with bf16 + channels_last vs {found['eager']['top1']:.2f}% "
               f"eager fp32 ({found['difference']:+.2f} points; {found['fast']['seconds']:.0f} s vs "
               f"{found['eager']['seconds']:.0f} s)")

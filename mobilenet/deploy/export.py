@@ -172,7 +172,9 @@ def read_info(path: str) -> ModelInfo:
     except Exception as e:
         raise MobileNetError(f"cannot read ONNX file {path!r}: {type(e).__name__}") from None
     # protobuf hands back bytes, not str, for entries that are not valid UTF-8
-    text = lambda s: s.decode("utf-8", "replace") if isinstance(s, bytes) else s  # noqa: E731
+    def text(s):
+        return s.decode("utf-8", "replace") if isinstance(s, bytes) else s
+
     meta = {text(p.key)[len(_META_PREFIX):]: text(p.value) for p in proto.metadata_props
             if text(p.key).startswith(_META_PREFIX)}
     try:

@@ -47,7 +47,7 @@ def choose_threads(threads: int | None) -> tuple[int, str]:
     """The intra-op thread count to use, and why.
 
     On a CPU shared with other busy processes, several OpenMP threads per process spin at every barrier while the
-    cores are taken, which made training here up to 20x slower than one thread. So unless a count is given, one
+    cores are taken, which can make training many times slower than one thread. So unless a count is given, one
     thread is used when the load average already exceeds half the cores, and torch's default otherwise.
     """
     if threads is not None:
