@@ -248,8 +248,8 @@ def _eval_data(args: argparse.Namespace, ckpt: dict):
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..evaluate import plot_confusion
     from ..train import evaluate, load_checkpoint
-    from ..trainlog import plot_confusion
 
     model, ckpt = load_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     spec, dataset = _eval_data(args, ckpt)

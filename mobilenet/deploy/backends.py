@@ -23,7 +23,11 @@ import torch
 from torch import nn
 
 from ..errors import MobileNetError
+from .export import check_matches, export_onnx, read_info
 from .fold import fold_bn
+from .images import sample_images
+from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
+from .quantize import quantize_onnx
 from .source import ModelInfo, model_info
 
 BACKENDS = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8")
@@ -143,24 +147,7 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool) -> 
     return runner
 
 
-def ort_session(path: str, threads: int | None = None):
-    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise MobileNetError(f"ONNX Runtime cannot load {path!r}: {str(e).splitlines()[0]}") from None
-
-
 def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
-    from .export import INPUT_NAME, OUTPUT_NAME, check_matches, export_onnx, read_info
 
     tmp = None
     if onnx_path is not None:
@@ -173,8 +160,6 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
         export_onnx(model, path, info)
         note = "ONNX Runtime, exported fp32"
         if backend == "onnxruntime-int8":
-            from .images import sample_images
-            from .quantize import quantize_onnx
             if calib is None:
                 calib, _ = sample_images(32, info.resolution, info.in_chans, info.mean, info.std, seed=1)
             int8_path = os.path.join(tmp.name, f"{info.name}.int8.onnx")

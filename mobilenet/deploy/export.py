@@ -25,10 +25,10 @@ from .. import __version__
 from ..errors import MobileNetError
 from .fold import fold_bn
 from .images import sample_images
+from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
 from .source import ModelInfo, model_info
 
 OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 FP32_TOLERANCE = 1e-4
 _META_PREFIX = "mobilenet."
 
@@ -105,7 +105,6 @@ def export_onnx(model: nn.Module, path: str, info: ModelInfo | None = None, *, o
 
 def parity(path: str, model: nn.Module, images: torch.Tensor, batch_sizes=(1, 8)) -> float:
     """The largest |logit difference| between an ONNX file (run by ONNX Runtime) and ``model`` in eval mode."""
-    from .backends import ort_session
 
     session = ort_session(path)
     with torch.no_grad():

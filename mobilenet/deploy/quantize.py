@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import MobileNetError
+from .onnx_io import INPUT_NAME
 
 CALIB_BATCH = 16
 
@@ -51,7 +52,6 @@ def quantize_onnx(fp32_path: str, out_path: str, calib_images, per_channel: bool
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from .export import INPUT_NAME
 
     images = calib_images.detach().cpu().numpy() if isinstance(calib_images, torch.Tensor) else calib_images
     images = np.ascontiguousarray(images, dtype=np.float32)

@@ -7,7 +7,6 @@ can check that a file belongs to the model it is meant for.
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -96,12 +95,10 @@ def load_model(name: str | None = None, *, checkpoint: str | None = None, weight
 def _load_checkpoint(path: str) -> tuple[nn.Module, ModelInfo]:
     if not os.path.exists(path):
         raise MobileNetError(f"checkpoint {path!r} does not exist")
+    from ..evaluate import load_checkpoint
+
     try:
-        train = importlib.import_module("mobilenet.train")
-    except ImportError:
-        raise MobileNetError("loading checkpoints needs mobilenet.train, which is not available") from None
-    try:
-        model, ckpt = train.load_checkpoint(path)
+        model, ckpt = load_checkpoint(path)
     except MobileNetError:
         raise
     except Exception as e:
