@@ -145,10 +145,15 @@ def test_counter_sides_match_forward_pass(name, side):
     assert [(r.name, (r.out_side, r.out_width)) for r in rows] == seen
 
 
-def test_params_equal_module_parameters():
+def test_params_split_into_counted_layers_and_norms():
+    # The counter's per-layer rows (its own walk) plus every batch norm's affine parameters (found here by type)
+    # must account for each parameter of the module exactly once.
     for name in list_models():
         model = create_model(name, alpha=0.5)
-        assert count_cost(model).params == sum(p.numel() for p in model.parameters())
+        cost = count_cost(model)
+        norms = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
+                    for p in m.parameters(recurse=False))
+        assert sum(row.params for row in cost.layers) + norms == sum(p.numel() for p in model.parameters())
 
 
 def test_cost_to_dict_and_table():

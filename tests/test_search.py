@@ -138,8 +138,11 @@ def test_lazy_latency_filter_gives_the_front_of_the_fast_enough(monkeypatch):
     assert searched_timings < len(everything)  # only front members were timed, not every configuration
 
 
-def test_real_latency_measurement_runs():
-    assert search_module.measure_latency("mobilenet_v3_small", 0.25, 32, "torch", min_time=0.0, max_runs=5) > 0
+def test_real_latency_measurement_orders_models_by_cost():
+    # 200x the Mult-Adds (V1 α = 1 at 160 px vs V3-Small α = 0.25 at 32 px) cannot time faster, however noisy.
+    small = search_module.measure_latency("mobilenet_v3_small", 0.25, 32, "torch", min_time=0.0, max_runs=5)
+    large = search_module.measure_latency("mobilenet_v1", 1.0, 160, "torch", min_time=0.0, max_runs=5)
+    assert 0 < small < large
 
 
 def test_backend_choices_are_the_deploy_backends():
