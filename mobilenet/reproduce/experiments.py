@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
+import torch
+
 from ..cost import count_cost
 from ..errors import MobileNetError
 from .speed import inference_seconds_per_image
@@ -185,7 +187,6 @@ def _train_config(cfg: ExperimentConfig, run: Run, output: Path):
 
 def _test_results(model, dataset, batch_size: int, device) -> list[bool]:
     """Whether each test image (in order) is classified correctly."""
-    import torch
     from torch.utils.data import DataLoader
 
     correct = []
@@ -205,8 +206,8 @@ def run_one(cfg: ExperimentConfig, run: Run, bundle, workdir: Path) -> dict:
     if result.get("interrupted"):  # Ctrl-C or SIGTERM: the training loop stopped cleanly; so does the whole run
         raise KeyboardInterrupt
     model, _ = load_checkpoint(result["last"])  # the last epoch: no model is picked by its validation score
-    device = next(model.parameters()).device
-    correct = _test_results(model, bundle.test, 2 * cfg.batch_size, device)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    correct = _test_results(model.to(device), bundle.test, 2 * cfg.batch_size, device)
     cost = count_cost(model.cpu(), run.spec.resolution)
     history = result["history"]
     record = {
