@@ -279,6 +279,49 @@ def test_weights(data):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Keras .h5 (legacy layout: model_weights/<layer>/<weight> with layer_names and weight_names attributes)
+
+def _keras_h5(widths=(8, 8)) -> bytes:
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        root = f.create_group("model_weights")
+        root.attrs["layer_names"] = [b"conv1", b"conv1_bn"]
+        conv = root.create_group("conv1")
+        conv.attrs["weight_names"] = [b"conv1/kernel:0"]
+        conv.create_dataset("conv1/kernel:0", data=np.zeros((3, 3, 3, widths[0]), np.float32))
+        bn = root.create_group("conv1_bn")
+        names = [f"conv1_bn/{k}:0".encode() for k in ("gamma", "beta", "moving_mean", "moving_variance")]
+        bn.attrs["weight_names"] = names
+        for name in names:
+            bn.create_dataset(name.decode(), data=np.ones(widths[1], np.float32))
+    return buf.getvalue()
+
+
+@st.composite
+def keras_files(draw) -> bytes:
+    raw = _keras_h5(draw(st.sampled_from([(8, 8), (8, 4), (0, 8)])))
+    return _mutate(raw, draw) if draw(st.booleans()) else raw
+
+
+@FUZZ
+@given(data=st.one_of(keras_files(), st.binary(max_size=64)))
+def test_keras_h5(data):
+    pytest.importorskip("h5py")
+    from mobilenet.convert.keras import import_keras, read_layers
+
+    _count("keras/h5")
+    with _file("m.h5", data) as path:
+        try:
+            read_layers(path)
+            import_keras(path, "MobileNet", alpha=0.25, resolution=128)
+        except MobileNetError:
+            return
+    raise AssertionError("a two-layer file cannot be a whole MobileNet")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # ONNX metadata
 
 def _onnx_bytes(meta: dict[str, str]) -> bytes:

@@ -118,8 +118,11 @@ def read_layers(path: str | Path) -> tuple[str, list[tuple[str, list[np.ndarray]
                 raise MobileNetError(f"{str(path)!r} is an HDF5 file but not Keras weights (no layer_names, no "
                                      f"layers group)")
             return "legacy", _legacy_layers(root)
-    except OSError as e:
-        raise MobileNetError(f"{str(path)!r} is not a readable HDF5/Keras file ({e})") from None
+    except MobileNetError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        # h5py reports damaged structures with any of these (RuntimeError: "bad symbol table node signature")
+        raise MobileNetError(f"{str(path)!r} is not a readable HDF5/Keras file ({type(e).__name__}: {e})") from None
 
 
 def _text(value) -> str:
@@ -163,8 +166,8 @@ def read_resolution(path: str | Path) -> int | None:
                 shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
                 sides = [s for s in shape[1:] if s not in (None, 3)]
                 return sides[0] if len(sides) == 2 and sides[0] == sides[1] else None
-    except (KeyError, TypeError, ValueError, OSError, IndexError):
-        return None
+    except (KeyError, TypeError, ValueError, OSError, IndexError, RuntimeError, AttributeError):
+        return None  # no readable input shape: the caller needs --resolution
     return None
 
 
