@@ -84,3 +84,20 @@ def bench_train(model: str = "mobilenet_v2", alpha: float = 1.0, resolution: int
                     progress(1)
             times[name].append(batch * steps / (time.perf_counter() - start))
     return [BenchResult(name, *VARIANTS[name], statistics.median(times[name]), times[name]) for name in names]
+
+
+def convergence(epochs: int, progress: bool = True) -> dict:
+    """Trains the default demo model ``epochs`` epochs with the fast path (bf16 autocast + channels_last) and with
+    eager fp32 NCHW, same seed, and returns each one's val top-1/top-5 and seconds, and the top-1 difference."""
+    import tempfile
+
+    from .train import TrainConfig, train
+
+    found = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fast in (("fast", True), ("eager", False)):
+            cfg = TrainConfig(epochs=epochs, amp=fast, channels_last=fast, output=f"{tmp}/{name}", progress=progress)
+            r = train(cfg)
+            found[name] = {"top1": r["top1"], "top5": r["top5"], "seconds": r["seconds"]}
+    found["difference"] = found["fast"]["top1"] - found["eager"]["top1"]
+    return found
