@@ -115,8 +115,8 @@ def test_mismatches_are_one_clear_error(tmp_path):
     broken = dict(sd, **{"extra.weight": torch.zeros(1)})
     del broken["features.3.conv.1.1.running_var"]
     torch.save(broken, path)
-    with pytest.raises(MobileNetError, match=r"missing from the source: features\.3\.conv\.1\.1\.running_var; "
-                                             r"not used by the map: extra\.weight"):
+    with pytest.raises(MobileNetError, match=r"1 missing from the source: features\.3\.conv\.1\.1\.running_var \| "
+                                             r"1 not used by the map: extra\.weight"):
         import_weights(path, "torchvision", "mobilenet_v2")
     with pytest.raises(MobileNetError, match="no map for timm model 'mobilenetv2_999'"):
         import_weights(path, "timm", "mobilenetv2_999")
