@@ -28,7 +28,7 @@ from mobilenet.cli.main import main
 from mobilenet.convert import export_weights, import_weights, source_model
 from mobilenet.errors import MobileNetError
 from mobilenet.layers import SamePad2d
-from mobilenet.weights import options_to_kwargs
+from mobilenet.models.pretrained import options_to_kwargs
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:

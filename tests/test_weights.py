@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from mobilenet import create_model
+from mobilenet.download import fetch, file_sha256
 from mobilenet.errors import MobileNetError
 from mobilenet.layers import SamePad2d
-from mobilenet.weights import fetch, file_sha256, load_weights, save_weights
+from mobilenet.weights import load_weights, save_weights
 
 TINY = dict(alpha=0.25, resolution=64, num_classes=7)
 

@@ -6,9 +6,9 @@ import argparse
 import textwrap
 
 from ..convert import EXPORT_TARGETS, SOURCES, convert, export_weights, source_model
+from ..download import file_sha256
 from ..errors import MobileNetError
 from ..models import create_model
-from ..weights import file_sha256
 from .options import positive_float, positive_int
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..download import fetch, file_sha256
 from ..errors import MobileNetError
 from ..layers import SamePad2d
-from ..weights import fetch, file_sha256, load_weights, save_weights
+from ..weights import load_weights, save_weights
 from . import keras, timm, torchvision
 from .common import SourceModel, build, export_state, import_state
 

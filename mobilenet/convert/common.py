@@ -17,9 +17,9 @@ from torch import nn
 from ..errors import MobileNetError
 from ..layers import InvertedResidual
 from ..models import create_model
+from ..models.pretrained import options_to_kwargs
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..statedict import MAX_LISTED, list_problems, load_strict
-from ..weights import options_to_kwargs
 
 # The tensors each kind of layer holds, in our naming (PyTorch's Conv2d / BatchNorm2d / Linear).
 KIND_TENSORS = {

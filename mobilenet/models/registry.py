@@ -82,7 +82,7 @@ def create_model(name: str, features_only: bool = False, out_indices=None, weigh
         raise MobileNetError("out_indices is only used with features_only=True")
     builder = _sized(get_builder(name), name)
     if weights is not None:
-        from ..weights import create_model_with_weights  # imported on use, so building a model stays light
+        from .pretrained import create_model_with_weights  # imported on use, so building a model stays light
 
         model = create_model_with_weights(builder, name, weights, weights_sha256, **kwargs)
     elif weights_sha256 is not None:
