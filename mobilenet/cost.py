@@ -7,8 +7,13 @@ Mult-Adds are the multiply-accumulates of every convolution and fully connected 
 * pointwise conv: M · N · D_F · D_F,
 * linear layer: M · N.
 
-Batch norm, activations, pooling, biases, residual adds and squeeze-excite's channel multiply are not counted.
-Squeeze-excite's two 1×1 convs run on the pooled 1×1 map and count as M · N each.
+* attention (MobileNetV4's Mobile MQA): its projections are convs as above, and its two matrix products count
+  too, Q·Kᵀ as N · M · heads · d_k and A·V as N · M · heads · d_v (N query positions, M key positions), one
+  ``"attention"`` row per attention layer with no parameters.
+
+Batch norm, layer scale, activations, softmax and the attention's 1/√d scale, pooling, biases, residual adds and
+squeeze-excite's channel multiply are not counted. Squeeze-excite's two 1×1 convs run on the pooled 1×1 map and count
+as M · N each.
 
 The counter walks the model's real modules in registration order (which every model in this package keeps equal to
 forward order) and propagates the feature-map size through each conv and pool arithmetically, so it needs no
@@ -24,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from .errors import MobileNetError
-from .layers import SamePad2d, SqueezeExcite, is_depthwise
+from .layers import MultiQueryAttention, SamePad2d, SqueezeExcite, is_depthwise
 
-KINDS = ("conv", "depthwise", "pointwise", "linear")
+KINDS = ("conv", "depthwise", "pointwise", "linear", "attention")
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,8 @@ class Cost:
         for r in self.layers:
             if r.kind == "linear":
                 filt = f"{r.in_chs}x{r.out_chs}"
+            elif r.kind == "attention":
+                filt = f"{r.out_chs} heads x {r.in_chs}"
             elif r.kind == "depthwise":
                 filt = f"{r.kernel}x{r.kernel}x{r.in_chs} dw /{r.stride}"
             else:
@@ -188,9 +195,23 @@ def _walk(module: nn.Module, prefix: str, size: tuple[int, int], rows: list[Laye
         for name, child in module.named_children():
             _walk(child, f"{prefix}.{name}", (1, 1), rows)
         return size
+    if isinstance(module, MultiQueryAttention):
+        return _attention(module, prefix, size, rows)
     for name, child in module.named_children():
         size = _walk(child, f"{prefix}.{name}" if prefix else name, size, rows)
     return size
+
+
+def _attention(attn: MultiQueryAttention, name: str, size: tuple[int, int], rows: list[LayerCost]) -> tuple[int, int]:
+    # Query, key and value each start from the block's input; the output projection runs at the query's side.
+    _walk(attn.query, f"{name}.query", size, rows)
+    kv = _walk(attn.key, f"{name}.key", size, rows)
+    _walk(attn.value, f"{name}.value", size, rows)
+    n, m = size[0] * size[1], kv[0] * kv[1]
+    madds = n * m * attn.heads * attn.key_dim * 2  # Q·Kᵀ, then A·V (value width = key width)
+    rows.append(LayerCost(f"{name}.matmul", "attention", attn.key_dim, attn.heads, 1, 1, 1, size[0], size[1],
+                          madds, 0, 0))
+    return _walk(attn.output, f"{name}.output", size, rows)
 
 
 def _conv(conv: nn.Conv2d, name: str, size: tuple[int, int], rows: list[LayerCost]) -> tuple[int, int]:

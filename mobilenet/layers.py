@@ -225,3 +225,57 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.dw(self.expand(x))))
         return x + out if self.use_residual else out
+
+
+class LayerScale(nn.Module):
+    """Multiplies each channel by a learned scale, initialised small (CaiT, arXiv 2103.17239).
+
+    Residual blocks whose branch starts near zero train stably when deep; MobileNetV4's hybrid models put one at the
+    end of every universal inverted bottleneck and attention block. The cost counter treats it like batch norm: a
+    per-channel multiply, not a Mult-Add.
+    """
+
+    def __init__(self, chs: int, init_value: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((chs,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+class MultiQueryAttention(nn.Module):
+    """Multi-query attention on a feature map: ``heads`` queries share one key and one value (arXiv 1911.02150).
+
+    Query: 1×1 conv to ``heads·key_dim``. Key and value: optionally a k×k depthwise conv + norm with stride
+    ``kv_stride`` (MobileNetV4's spatial reduction of K/V), then a 1×1 conv to ``key_dim`` (one shared head). Output:
+    a 1×1 conv from ``heads·key_dim`` back to ``out_chs``. Projections have no bias. Channels of the query and of the
+    attended values are head-major (channel ``h·key_dim + d``). The cost counter adds the two matrix products, Q·Kᵀ
+    and A·V, to the convs (see :mod:`mobilenet.cost`).
+    """
+
+    def __init__(self, chs: int, out_chs: int, heads: int, key_dim: int, kv_stride: int = 1, kv_kernel: int = 3,
+                 norm_layer: LayerFn = nn.BatchNorm2d):
+        super().__init__()
+        self.heads, self.key_dim, self.kv_stride = heads, key_dim, kv_stride
+        self.query = nn.Sequential(OrderedDict(proj=nn.Conv2d(chs, heads * key_dim, 1, bias=False)))
+        self.key = self._kv(chs, key_dim, kv_stride, kv_kernel, norm_layer)
+        self.value = self._kv(chs, key_dim, kv_stride, kv_kernel, norm_layer)
+        self.output = nn.Sequential(OrderedDict(proj=nn.Conv2d(heads * key_dim, out_chs, 1, bias=False)))
+
+    @staticmethod
+    def _kv(chs: int, dim: int, stride: int, kernel: int, norm_layer: LayerFn) -> nn.Sequential:
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        if stride > 1:
+            layers["down"] = ConvBNAct(chs, chs, kernel, stride, groups=chs, norm_layer=norm_layer, act_layer=None)
+        layers["proj"] = nn.Conv2d(chs, dim, 1, bias=False)
+        return nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q = self.query(x).reshape(b, self.heads, self.key_dim, h * w).transpose(-1, -2)  # (B, heads, N, d)
+        k = self.key(x).flatten(2).transpose(-1, -2).unsqueeze(1)  # (B, 1, M, d): one key head for all queries
+        v = self.value(x).flatten(2).transpose(-1, -2).unsqueeze(1)
+        attn = (q * self.key_dim**-0.5) @ k.transpose(-1, -2)
+        out = attn.softmax(dim=-1) @ v  # (B, heads, N, d)
+        out = out.transpose(1, 2).reshape(b, h, w, self.heads * self.key_dim).permute(0, 3, 1, 2)
+        return self.output(out)
