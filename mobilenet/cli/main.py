@@ -10,7 +10,7 @@ import sys
 from ..errors import MobileNetError
 
 # Each module exposes ``register(subparsers)``; the parsers it adds set ``func`` to a callable taking the args.
-COMMAND_MODULES = ["models", "train", "infer", "data", "deploy", "search", "convert", "reproduce"]
+COMMAND_MODULES = ["models", "train", "infer", "data", "deploy", "search", "convert", "reproduce", "serve"]
 
 # Only the package's own error is a user mistake shown as one line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (MobileNetError,)
