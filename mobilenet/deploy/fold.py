@@ -5,6 +5,9 @@ In eval mode a BN is a per-channel affine map ``y = γ (x − μ) / √(σ² + �
 ``s = γ / √(σ² + ε)``, so the folded model computes the same function with one layer fewer per block and no
 per-channel multiply at run time. Every conv of the package sits in a :class:`~mobilenet.layers.ConvBNAct`
 (children ``conv``, ``bn``, ``act``), so folding only has to understand that one module.
+
+A BN with no conv in front of it (MobileNetV4's norm before attention) cannot merge into the convs after it, whose
+zero padding would see the shifted border; it becomes a 1×1 depthwise conv with bias, the same per-channel affine map.
 """
 
 from __future__ import annotations
@@ -61,7 +64,19 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
         if isinstance(module, ConvBNAct) and isinstance(getattr(module, "bn", None), _BATCH_NORMS):
             module.conv = fold_conv_bn(module.conv, module.bn)
             module.bn = nn.Identity()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, _BATCH_NORMS):
+                setattr(parent, name, _affine_conv(child))
     return model
+
+
+def _affine_conv(bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A lone BN as a 1×1 depthwise conv with bias (an identity conv folded with the BN)."""
+    c = bn.num_features
+    identity = nn.Conv2d(c, c, 1, groups=c, bias=False, device=bn.running_mean.device, dtype=bn.running_mean.dtype)
+    nn.init.ones_(identity.weight)
+    return fold_conv_bn(identity, bn)
 
 
 def count_batch_norms(model: nn.Module) -> int:
