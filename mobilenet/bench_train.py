@@ -8,13 +8,13 @@ that load from other processes on a shared machine hits all variants alike.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 
 from .models import create_model
 from .optim import descend, training_loss
+from .timing import alternate
 
 # name: (bf16 autocast, channels_last); the first is the baseline, the second the default training path.
 VARIANTS = {
@@ -69,21 +69,21 @@ def bench_train(model: str = "mobilenet_v2", alpha: float = 1.0, resolution: int
     names = variants or list(VARIANTS)
     steppers = {name: _trainer(model, alpha, resolution, batch, *VARIANTS[name], num_classes, seed)
                 for name in names}
-    for step in steppers.values():
-        for _ in range(warmup):
+    def counted(step):
+        def run() -> None:
             step()
             if progress:
                 progress(1)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds):
-        for name, step in steppers.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-                if progress:
-                    progress(1)
-            times[name].append(batch * steps / (time.perf_counter() - start))
-    return [BenchResult(name, *VARIANTS[name], statistics.median(times[name]), times[name]) for name in names]
+        return run
+
+    # Blocks of ``steps`` steps per variant, alternated round by round, so uneven load hits every variant alike.
+    timings = alternate({name: counted(step) for name, step in steppers.items()}, rounds=rounds, block=steps,
+                        warmup=warmup)
+    results = []
+    for name in names:
+        per_round = [batch / seconds for seconds in timings[name].blocks]
+        results.append(BenchResult(name, *VARIANTS[name], statistics.median(per_round), per_round))
+    return results
 
 
 def convergence(epochs: int, progress: bool = True) -> dict:

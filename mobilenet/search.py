@@ -33,7 +33,6 @@ import csv
 import json
 import math
 import statistics
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -257,19 +256,13 @@ def measure_latency(name: str, alpha: float, resolution: int, backend: str = "to
                     max_runs: int = 50) -> float:
     """Median batch-1 latency in ms of a freshly built model on ``backend`` (see ``mobilenet.deploy.backends``)."""
     from .deploy.backends import make_runner  # deploy pulls in ONNX tooling only for the ONNX backends
+    from .timing import measure
 
     model = create_model(name, alpha=alpha, resolution=resolution).eval()
     runner = make_runner(model, backend)
     x = torch.randn(1, model.in_chans, resolution, resolution)
-    for _ in range(3):  # warm-up: allocator, oneDNN primitive caches, compiled graphs
-        runner(x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_runs and (len(times) < 5 or time.perf_counter() - start < min_time):
-        t = time.perf_counter()
-        runner(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    # Warm-up covers the allocator, oneDNN primitive caches and compiled graphs.
+    return 1e3 * measure(lambda: runner(x), min_time=min_time, max_runs=max_runs, warmup=3).median
 
 
 def search(

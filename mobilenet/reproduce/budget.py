@@ -6,12 +6,11 @@ images at that rate plus the validation pass (about a third of a step per image)
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from ..models import create_model
 from ..optim import descend, training_loss
+from ..timing import measure
 
 _EVAL_FRACTION = 1 / 3  # a forward pass costs about a third of a training step
 
@@ -31,11 +30,8 @@ def seconds_per_sample(model_name: str, alpha: float, resolution: int, num_class
     def step():
         descend(opt, training_loss(model, x, y)[0])
 
-    step()  # allocator and kernel warm-up
-    start = time.perf_counter()
-    step()
-    step()
-    return (time.perf_counter() - start) / (2 * batch_size)
+    # One warm-up step (allocator, kernel choice) and two timed ones: each step costs a real training step.
+    return measure(step, min_time=0.0, max_runs=2, warmup=1).median / batch_size
 
 
 def run_cost(spec, bundle, sample_s: float, load_s: float, timing_repeats: int) -> tuple[float, float]:

@@ -8,14 +8,12 @@ comparable even when absolute times move with the machine's load.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from torch import nn
 
 from ..cost import count_cost
 from ..layers import ConvBNAct, DepthwiseSeparable
+from ..timing import alternate, measure
 
 # V1 Table 3's example layer: D_F = 14, M = N = 512, D_K = 3; the brief's batch of 32 images.
 CORE_SIDE, CORE_CHANNELS, CORE_KERNEL, CORE_BATCH = 14, 512, 3, 32
@@ -35,22 +33,15 @@ def _prepare(module: nn.Module, x: torch.Tensor, channels_last: bool):
 
 
 def interleaved_seconds(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median seconds of each callable, timed in alternation round by round.
+    """Median seconds of each callable, timed in alternation round by round (one call of each per round).
 
     Alternating the variants means a change in the machine's load hits all of them alike, which keeps their ratios
-    meaningful on a shared CPU.
+    meaningful on a shared CPU. All variants are torch modules sharing one thread pool, so one call per round does
+    not let one variant's threads disturb the next (that needs :func:`mobilenet.timing.alternate`'s blocks).
     """
-    times: dict = {name: [] for name in fns}
     with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in fns.values():
-                fn()
-        for _ in range(max(1, repeats)):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+        timings = alternate(fns, rounds=repeats, block=1, warmup=warmup)
+    return {name: t.median for name, t in timings.items()}
 
 
 def core_idea_speed(repeats: int = 10, batch: int = CORE_BATCH, seed: int = 0) -> dict:
@@ -90,4 +81,5 @@ def core_idea_speed(repeats: int = 10, batch: int = CORE_BATCH, seed: int = 0) -
 def inference_seconds_per_image(model: nn.Module, resolution: int, batch: int = 32, repeats: int = 5) -> float:
     """Median eval-mode wall-clock seconds per image for ``batch`` random images at ``resolution`` (NCHW)."""
     x = torch.randn(batch, getattr(model, "in_chans", 3), resolution, resolution)
-    return interleaved_seconds({"model": _prepare(model, x, False)}, repeats)["model"] / batch
+    with torch.inference_mode():
+        return measure(_prepare(model, x, False), min_time=0.0, max_runs=max(1, repeats)).median / batch

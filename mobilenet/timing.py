@@ -1,0 +1,117 @@
+"""The one home for wall-clock timing: every benchmark, latency search and ETA in the project times through here.
+
+Two primitives, both excluding warm-up and both reporting medians with their spread:
+
+* :func:`measure` times one callable on its own. It is ``torch.utils.benchmark``'s ``blocked_autorange`` (blocks
+  of calls sized so that timer overhead vanishes, threads pinned to torch's current setting), because nothing else
+  runs in between.
+* :func:`alternate` times several callables "as if each ran alone": in blocks of calls per callable, the blocks
+  alternated across rounds (order rotated each round), with untimed settling calls and a short pause before every
+  block. ``torch.utils.benchmark`` cannot do this: it times one statement per call and has no notion of rounds.
+
+Why blocks and not one call of each per round: a runtime's worker threads keep spinning for a while after its call
+returns (torch's OpenMP pool most of all), so the next runtime's first call shares the cores with them and looks
+twice as slow as it is. The pause lets those threads go to sleep, the settling calls absorb what is left, and the
+alternation still puts every callable in the same time windows, so ratios survive a machine whose load changes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one callable: every timed call, and the per-call mean of every block (round)."""
+
+    times: list[float]
+    blocks: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def spread(self) -> float:
+        """The interquartile range relative to the median (0.1 = the middle half of calls lies within 10 %)."""
+        if len(self.times) < 4:
+            return (max(self.times) - min(self.times)) / self.median
+        q1, _, q3 = statistics.quantiles(self.times, n=4)
+        return (q3 - q1) / self.median
+
+
+def time_call(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` untimed ones (one call per sample, for
+    callables slow enough that the timer's resolution does not matter)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(fn: Callable[[], object], min_time: float = 0.2, max_runs: int | None = None,
+            warmup: int = 2) -> Timing:
+    """Times ``fn()`` alone with ``torch.utils.benchmark`` after ``warmup`` untimed calls.
+
+    Args:
+        fn: the callable; its result is discarded.
+        min_time: seconds of timed calls to collect at least (``blocked_autorange``'s ``min_run_time``).
+        max_runs: at most this many timed calls, each timed on its own, at least ``min(5, max_runs)`` (``None``:
+            ``blocked_autorange`` decides, timing blocks of calls for ``min_time`` seconds).
+        warmup: untimed calls first (allocator, oneDNN primitive caches, compiled graphs).
+    """
+    from torch.utils import benchmark
+
+    for _ in range(warmup):
+        fn()
+    if max_runs is not None:
+        # Timed call by call here: torch.utils.benchmark's timeit() adds two warm-up calls to every measurement,
+        # which would triple the cost of a slow callable (a training step) whose caller capped the calls.
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < max_runs and (len(times) < min(5, max_runs) or time.perf_counter() - start < min_time):
+            times += time_call(fn, 0, 1)
+        return Timing(times, times)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_time)
+    return Timing(list(m.times), list(m.times))
+
+
+def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int = 1, warmup: int = 1, settle: int = 0,
+              pause: float = 0.0) -> dict[str, Timing]:
+    """Times every callable in ``fns`` in alternating blocks, as if each ran alone.
+
+    Args:
+        fns: name -> callable.
+        rounds: blocks per callable; each round runs one block of every callable, the order rotated by one each
+            round so that no callable always follows the same neighbour.
+        block: timed calls per block.
+        warmup: untimed calls of each callable before the first round.
+        settle: untimed calls at the start of every block (absorb the previous callable's still-spinning threads).
+        pause: seconds to sleep before every block (lets those threads go to sleep; 0.02 is plenty for OpenMP).
+
+    Returns:
+        name -> :class:`Timing` of every timed call.
+    """
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    timings: dict[str, Timing] = {name: Timing([], []) for name in names}
+    for r in range(max(1, rounds)):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if pause:
+                time.sleep(pause)
+            times = time_call(fns[name], settle, block)
+            timings[name].times.extend(times)
+            timings[name].blocks.append(sum(times) / len(times))
+    return timings
