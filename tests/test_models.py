@@ -122,3 +122,14 @@ def test_seeded_construction_is_deterministic():
     b = create_model("mobilenet_v2", alpha=0.35)
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_builder_documents_every_common_argument(name):
+    from mobilenet.models.base import ARG_DOCS
+    from mobilenet.models.registry import get_builder
+
+    doc = get_builder(name).__doc__ or ""
+    args = doc.split("Args:", 1)[1] if "Args:" in doc else ""
+    missing = [arg for arg in ARG_DOCS if f"\n        {arg}: " not in args]
+    assert not missing, f"{name}'s docstring does not describe {missing}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +29,42 @@ class ModelArgs:
     rounding: str
 
 
+# The arguments every builder takes, described once; each builder's docstring is assembled from these by
+# :func:`document_args`, with what differs per model (defaults, rounding) added there.
+ARG_DOCS = {
+    "alpha": "width multiplier α > 0 (default 1.0): every layer's channels × α (cost ∝ α²)",
+    "resolution": "the input side the model is meant for, ρ·224 (default 224); the network accepts any side ≥ 1",
+    "rho": "resolution multiplier ρ > 0, instead of ``resolution``: resolution = round(224·ρ)",
+    "num_classes": "classifier outputs, ≥ 1 (default 1000)",
+    "in_chans": "input image channels, ≥ 1 (default 3; 1 for grayscale)",
+    "dropout": "dropout probability before the classifier, in [0, 1)",
+    "rounding": "channel rounding policy, one of ``ROUNDING_POLICIES``",
+}
+_INPUTS = "Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W)."
+
+
+def document_args(**specific: str) -> Callable:
+    """A decorator that appends the Args section to a builder's docstring.
+
+    Args:
+        **specific: per argument, text added to its :data:`ARG_DOCS` entry (a default, a model-specific rule), or
+            the description of an argument only this builder takes.
+    """
+    lines = ["", "Args:"]
+    for name, text in {**ARG_DOCS, **{k: v for k, v in specific.items() if k not in ARG_DOCS}}.items():
+        if name in ARG_DOCS and name in specific:
+            text = f"{text}; {specific[name]}"
+        lines += textwrap.wrap(f"{name}: {text}.", 112, initial_indent="    ", subsequent_indent="        ",
+                               break_long_words=False, break_on_hyphens=False)
+    section = textwrap.indent("\n".join(lines + ["", _INPUTS]), "    ")
+
+    def decorate(fn: Callable) -> Callable:
+        fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n" + section + "\n"
+        return fn
+
+    return decorate
+
+
 def resolve_args(
     *,
     alpha: float = 1.0,
@@ -37,17 +75,7 @@ def resolve_args(
     dropout: float = 0.0,
     rounding: str = "divisible8",
 ) -> ModelArgs:
-    """Checks the common builder arguments and resolves ρ into a resolution.
-
-    Args:
-        alpha: width multiplier α > 0; every layer's channels are scaled by α (cost ∝ α²).
-        resolution: the input side the model is meant for (ρ·224); the model itself accepts any side ≥ 1.
-        rho: resolution multiplier ρ > 0, an alternative to ``resolution``: resolution = round(224·ρ).
-        num_classes: classifier outputs, ≥ 1.
-        in_chans: input image channels, ≥ 1 (3 for RGB, 1 for grayscale).
-        dropout: dropout probability before the classifier, in [0, 1).
-        rounding: channel rounding policy, one of ``ROUNDING_POLICIES``.
-    """
+    """Checks the common builder arguments (:data:`ARG_DOCS`) and resolves ρ into a resolution."""
     if not _is_real(alpha) or not alpha > 0 or not math.isfinite(alpha):
         raise MobileNetError(f"alpha must be a finite number > 0 (typical 0.25-1.4), got {alpha!r}")
     if rho is not None:

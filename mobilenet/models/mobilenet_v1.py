@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import ConvBNAct, DepthwiseSeparable, LayerFn, round_channels
-from .base import MobileNet, lookup_published, resolve_args
+from .base import MobileNet, document_args, lookup_published, resolve_args
 from .registry import register_model
 
 # Table 1 of arXiv 1704.04861. The stem is "Conv / s2, 3×3×3×32"; each row below is one depthwise separable layer
@@ -81,23 +81,14 @@ def _build(
     )
 
 
-def _doc(fn):
-    fn.__doc__ += """
-    Args:
-        alpha: width multiplier α (default 1.0): every layer's channels × α, rounded by ``rounding``.
-        resolution: input side the model is meant for (default 224); the network accepts any side.
-        rho: resolution multiplier ρ, instead of ``resolution``: resolution = round(224·ρ).
-        num_classes: classifier outputs (default 1000).
-        in_chans: input channels (default 3).
-        dropout: dropout before the classifier (default 0.0).
-        rounding: channel rounding policy (default ``"tf-slim"``: ``max(int(α·c), 8)``).
-        norm_layer, act_layer: the norm and activation of every layer (default BatchNorm2d, ReLU; Keras and
-            TF-Slim checkpoints use ReLU6 and BN eps 1e-3).
-        padding: ``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does.
-
-    Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W).
-    """
-    return fn
+_doc = document_args(
+    alpha="rounded by ``rounding``",
+    rounding='default ``"tf-slim"``: ``max(int(α·c), 8)``',
+    dropout="default 0.0",
+    norm_layer="the norm of every layer (default BatchNorm2d; Keras and TF-Slim checkpoints use BN eps 1e-3)",
+    act_layer="the activation of every layer (default ReLU; Keras and TF-Slim checkpoints use ReLU6)",
+    padding='``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does',
+)
 
 
 @register_model(published=PUBLISHED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import ConvBNAct, InvertedResidual, LayerFn, round_channels
-from .base import MobileNet, lookup_published, resolve_args
+from .base import MobileNet, document_args, lookup_published, resolve_args
 from .registry import register_model
 
 # Table 2 of arXiv 1801.04381. Each bottleneck row is repeated n times; the first repeat has stride s, the rest 1.
@@ -32,23 +32,17 @@ PUBLISHED = {
 
 
 @register_model(published=PUBLISHED)
+@document_args(
+    alpha="applied to every layer; the last 1×1 conv (1280) only when α > 1",
+    dropout="default 0.2, as the reference code",
+    rounding='default ``"divisible8"``',
+    norm_layer="the norm of every layer (default BatchNorm2d)",
+    act_layer="the activation of every layer (default ReLU6)",
+    padding='``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does',
+)
 def mobilenet_v2(*, norm_layer: LayerFn = nn.BatchNorm2d, act_layer: LayerFn = nn.ReLU6, padding: str = "symmetric",
                  **kwargs) -> MobileNet:
-    """MobileNetV2, Table 2 of arXiv 1801.04381: 300M Mult-Adds, 3.4M params at α = 1, 224×224.
-
-    Args:
-        alpha: width multiplier α (default 1.0), applied to every layer; the last 1×1 conv (1280) only when α > 1.
-        resolution: input side the model is meant for (default 224); the network accepts any side.
-        rho: resolution multiplier ρ, instead of ``resolution``: resolution = round(224·ρ).
-        num_classes: classifier outputs (default 1000).
-        in_chans: input channels (default 3).
-        dropout: dropout before the classifier (default 0.2, as the reference code).
-        rounding: channel rounding policy (default ``"divisible8"``).
-        norm_layer, act_layer: the norm and activation of every layer (default BatchNorm2d, ReLU6).
-        padding: ``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does.
-
-    Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W).
-    """
+    """MobileNetV2, Table 2 of arXiv 1801.04381: 300M Mult-Adds, 3.4M params at α = 1, 224×224."""
     args = resolve_args(**{"dropout": 0.2, **kwargs})
     chs = round_channels(STEM_CHANNELS, args.alpha, args.rounding)
     features: list[nn.Module] = [

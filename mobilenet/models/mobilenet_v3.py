@@ -36,7 +36,7 @@ from functools import partial
 from torch import nn
 
 from ..layers import ConvBNAct, InvertedResidual, LayerFn, SqueezeExcite, make_divisible, round_channels
-from .base import MobileNet, lookup_published, resolve_args
+from .base import MobileNet, document_args, lookup_published, resolve_args
 from .registry import register_model
 
 
@@ -190,23 +190,13 @@ def _squeeze_excite(chs: int) -> SqueezeExcite:
     return SqueezeExcite(chs, make_divisible(chs / 4, 8), act_layer=nn.ReLU, gate_layer=nn.Hardsigmoid)
 
 
-def _doc(fn):
-    fn.__doc__ += """
-    Args:
-        alpha: width multiplier α (default 1.0): every table width × α, rounded to a multiple of 8; the pre-logits
-            width only when α > 1.
-        resolution: input side the model is meant for (default 224); the network accepts any side.
-        rho: resolution multiplier ρ, instead of ``resolution``: resolution = round(224·ρ).
-        num_classes: classifier outputs (default 1000).
-        in_chans: input channels (default 3).
-        dropout: dropout between the pre-logits layer and the classifier (default 0.2).
-        rounding: channel rounding policy (default ``"divisible8"``).
-        norm_layer: the norm of every conv (default BatchNorm2d with eps 0.001, momentum 0.01).
-        padding: ``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does.
-
-    Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W).
-    """
-    return fn
+_doc = document_args(
+    alpha="every table width × α, rounded to a multiple of 8; the pre-logits width only when α > 1",
+    dropout="between the pre-logits layer and the classifier (default 0.2)",
+    rounding='default ``"divisible8"``',
+    norm_layer="the norm of every conv (default BatchNorm2d with eps 0.001, momentum 0.01)",
+    padding='``"symmetric"`` (default) or ``"same"`` to pad stride-2 layers as TensorFlow does',
+)
 
 
 @register_model(published=PUBLISHED_LARGE)
