@@ -37,16 +37,30 @@ from mobilenet.serve.protocol import HEADER_LENGTH  # noqa: E402
 
 NAME, RES, CLASSES = "tiny", 32, 5
 LABELS = ["circle", "square", "star", "ring", "cross"]
+# float32 round-off through 28 layers: oneDNN picks kernels by batch size, so one image alone and the same image in a
+# batch of 16 differ by ~1e-4 on logits of ~10 (a wrong row differs by ~1).
+ROUND_OFF = {"rtol": 1e-4, "atol": 1e-4}
 
 
 @pytest.fixture(scope="module")
 def runner():
     torch.manual_seed(0)
     model, _ = load_model("mobilenet_v1", alpha=0.25, resolution=RES, num_classes=CLASSES)
-    for m in model.modules():  # distinct logits, so top-k order is a real check
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=1.0)
-    return make_runner(model, "torch", model_info(model, LABELS))
+    # Batch-norm statistics of real activations, so logits are O(1) and differ between inputs: with the initial
+    # statistics they are ~1e-14 and every comparison below would pass whatever rows came back.
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.5)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(64, 3, RES, RES))
+    model.eval()
+    runner = make_runner(model, "torch", model_info(model, LABELS))
+    logits = runner(torch.randn(4, 3, RES, RES))
+    assert logits.std(0).min() > 0.1, logits
+    return runner
 
 
 def _slow(runner, seconds: float) -> Runner:
@@ -136,12 +150,12 @@ def test_infer_tensor(client, runner, binary):
     result = client.infer(NAME, [inp], outputs=[tc.InferRequestedOutput("logits", binary_data=binary)],
                           request_id="abc")
     assert result.get_response()["id"] == "abc"
-    np.testing.assert_allclose(result.as_numpy("logits"), _expected(runner, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("logits"), _expected(runner, x), **ROUND_OFF)
 
 
 def test_infer_tensor_plain_http(server, runner):
     x = _images(2, seed=2)
-    np.testing.assert_allclose(_logits(_infer_json(server.url, x)), _expected(runner, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_logits(_infer_json(server.url, x)), _expected(runner, x), **ROUND_OFF)
 
 
 def test_infer_encoded_images_match_predict(server, client, runner, tmp_path):
@@ -153,11 +167,11 @@ def test_infer_encoded_images_match_predict(server, client, runner, tmp_path):
     want = _expected(runner, x)
     inp = tc.InferInput("image", [3], "BYTES")
     inp.set_data_from_numpy(np.array(blobs, dtype=np.object_))
-    np.testing.assert_allclose(client.infer(NAME, [inp]).as_numpy("logits"), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(client.infer(NAME, [inp]).as_numpy("logits"), want, **ROUND_OFF)
     body = {"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES",
                         "data": [base64.b64encode(b).decode() for b in blobs]}]}
     resp = httpx.post(f"{server.url}/v2/models/{NAME}/infer", json=body)
-    np.testing.assert_allclose(_logits(resp), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_logits(resp), want, **ROUND_OFF)
 
 
 def _parse_classes(values) -> list[list[tuple[float, int, str]]]:
@@ -204,10 +218,11 @@ def test_batched_answers_equal_unbatched(runner):
             if i % 5 == 4:
                 assert g == 400
             else:
-                np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(g, w, **ROUND_OFF)
         images, calls = scrape_batches(("127.0.0.1", s.port))
-        assert images == sum(len(x) for i, x in enumerate(inputs) if i % 5 != 4)
-        assert images / calls > 1.5, "requests were not batched"
+        good = [x for i, x in enumerate(inputs) if i % 5 != 4]
+        assert images == sum(len(x) for x in good)
+        assert calls <= len(good) / 2, f"{len(good)} requests in {calls:.0f} model calls: hardly batched"
     finally:
         s.close()
 
@@ -218,7 +233,7 @@ def test_lone_client_does_not_wait_for_the_delay(runner):
         x = _images(1, seed=7)
         for _ in range(3):
             start = time.perf_counter()
-            np.testing.assert_allclose(_logits(_infer_json(s.url, x)), _expected(runner, x), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(_logits(_infer_json(s.url, x)), _expected(runner, x), **ROUND_OFF)
             assert time.perf_counter() - start < 1.0
     finally:
         s.close()
@@ -279,7 +294,7 @@ def test_bad_input_is_refused_and_the_server_keeps_answering(server, runner, kwa
     assert resp.status_code == status, resp.text
     assert words in resp.json()["error"]
     x = _images(1, seed=8)
-    np.testing.assert_allclose(_logits(_infer_json(server.url, x)), _expected(runner, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_logits(_infer_json(server.url, x)), _expected(runner, x), **ROUND_OFF)
 
 
 def test_tritonclient_sees_the_error_message(client):
@@ -309,8 +324,8 @@ def test_full_queue_answers_503_with_retry_after(runner):
         assert full.headers["Retry-After"] == "1" and "queue is full" in full.json()["error"]
         for r in answers:
             if r.status_code == 200:
-                np.testing.assert_allclose(_logits(r), _expected(runner, x), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(_logits(_infer_json(s.url, x)), _expected(runner, x), rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(_logits(r), _expected(runner, x), **ROUND_OFF)
+        np.testing.assert_allclose(_logits(_infer_json(s.url, x)), _expected(runner, x), **ROUND_OFF)
     finally:
         s.close()
 
@@ -335,24 +350,24 @@ def test_sigterm_drains_requests_in_flight_and_exits_0():
     """A real `mobilenet serve` process: SIGTERM while four requests are queued or running; all four are answered
     after the signal, then the process exits with status 0."""
     proc = subprocess.Popen([sys.executable, "-m", "mobilenet", "serve", "mobilenet_v1", "--resolution", "128",
-                             "--num-classes", "10", "--backend", "torch", "--port", "0", "--max-batch", "8",
+                             "--num-classes", "10", "--backend", "torch", "--port", "0", "--max-batch", "16",
                              "--max-delay-ms", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         line = proc.stdout.readline()
         assert " on http://" in line, proc.stderr.read()
         url = "http://" + line.split(" on http://")[1].strip()
-        x = np.random.default_rng(0).standard_normal((8, 3, 128, 128), dtype=np.float32)
+        x = np.random.default_rng(0).standard_normal((16, 3, 128, 128), dtype=np.float32)
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(_timed_infer, url, "mobilenet_v1", x) for _ in range(4)]
-            end = time.monotonic() + 30
+            end = time.monotonic() + 60
             while _in_flight(url) < 4 and time.monotonic() < end:
-                time.sleep(0.005)
+                time.sleep(0.002)
             signalled = time.perf_counter()
             proc.send_signal(signal.SIGTERM)
             answers = [f.result() for f in futures]
         assert proc.wait(60) == 0
-        assert all(status == 200 and shape == [8, 10] for status, shape, _ in answers), answers
+        assert all(status == 200 and shape == [16, 10] for status, shape, _ in answers), answers
         assert max(done for _, _, done in answers) > signalled, "no request was still in flight at SIGTERM"
         assert "stopped after draining" in proc.stderr.read()
     finally:
@@ -362,8 +377,12 @@ def test_sigterm_drains_requests_in_flight_and_exits_0():
 
 
 def _timed_infer(url: str, model: str, x: np.ndarray):
-    resp = httpx.post(f"{url}/v2/models/{model}/infer", timeout=60, json={"inputs": [
-        {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]})
+    """A binary-tensor request (quick to send, so that all four are in the server together)."""
+    raw = x.astype("<f4").tobytes()
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    resp = httpx.post(f"{url}/v2/models/{model}/infer", content=header + raw, timeout=60,
+                      headers={HEADER_LENGTH: str(len(header))})
     return resp.status_code, resp.json()["outputs"][0]["shape"], time.perf_counter()
 
 

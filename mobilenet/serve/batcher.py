@@ -1,10 +1,13 @@
 """Dynamic batching: concurrent requests are queued and run through the model together.
 
-A batch closes when it holds ``max_batch`` images or when its oldest request has waited ``max_delay`` seconds
-(Triton's ``max_batch_size`` and ``max_queue_delay_microseconds``, TorchServe's ``batch_size`` and
-``max_batch_delay``) — or sooner, when waiting cannot help: the batcher only waits for as many images as were in
-the server at once during the last few batches. A lone client (concurrency 1) therefore never waits for company
-that is not coming, while 32 concurrent clients fill batches of 32.
+The model runs one batch at a time on a worker thread; requests that arrive meanwhile queue up. When the model is
+free, the next batch takes the queued requests in arrival order, up to ``max_batch`` images (Triton's
+``max_batch_size``, TorchServe's ``batch_size``). If they make fewer images than the previous batch had, it first
+waits for more, until that size is reached or the oldest request has waited ``max_delay`` seconds (Triton's
+``max_queue_delay_microseconds``, TorchServe's ``max_batch_delay``). So under steady load batches keep their size
+instead of running whatever trickled in, load above what the model can take grows batches by itself (the queue
+fills while a batch runs), and a lone client (concurrency 1, previous batch 1) never waits for company that is not
+coming.
 
 Requests are never split: every request's images run in one batch, and each gets back exactly the rows of its own
 images. Rows of a batch do not interact (the model is in eval mode), so a request's answer equals running it
@@ -24,8 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .protocol import ProtocolError
-
-_PEAK_BATCHES = 8  # how many recent batches' concurrency decides how long to wait
 
 
 @dataclass
@@ -54,9 +55,7 @@ class DynamicBatcher:
         self._on_batch, self._on_queue = on_batch or (lambda n, s: None), on_queue or (lambda n: None)
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
-        self._in_server = 0           # images admitted and not yet answered
-        self._peak = 0                # the most images in the server since the last batch closed
-        self._recent_peaks: deque[int] = deque(maxlen=_PEAK_BATCHES)
+        self._last_size = 1  # images in the previous batch: how many the next one waits for
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mobilenet-batch")
         self._task: asyncio.Task | None = None
 
@@ -78,10 +77,6 @@ class DynamicBatcher:
                 item.future.set_exception(ProtocolError("the server is shutting down", 503))
         self._pool.shutdown(wait=True)
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     async def infer(self, images: np.ndarray) -> np.ndarray:
         """The model's output rows for ``images`` (B, C, H, W), run in a batch with other requests.
 
@@ -94,13 +89,8 @@ class DynamicBatcher:
         item = _Pending(images, asyncio.get_running_loop().create_future())
         self._queue.append(item)
         self._on_queue(len(self._queue))
-        self._in_server += len(images)
-        self._peak = max(self._peak, self._in_server)
         self._arrived.set()
-        try:
-            return await item.future
-        finally:
-            self._in_server -= len(images)
+        return await item.future
 
     async def _loop(self) -> None:
         while True:
@@ -108,15 +98,12 @@ class DynamicBatcher:
             self._on_queue(len(self._queue))
             await self._execute(batch)
 
-    def _target(self) -> int:
-        return min(self.max_batch, max([self._peak, *self._recent_peaks]))
-
     async def _collect(self) -> list[_Pending]:
         while not self._queue:
             self._arrived.clear()
             await self._arrived.wait()
         deadline = self._queue[0].arrived + self.max_delay
-        target = self._target()
+        target = min(self.max_batch, self._last_size)
         while sum(len(p.images) for p in self._queue) < target and (left := deadline - time.monotonic()) > 0:
             self._arrived.clear()
             try:
@@ -129,8 +116,7 @@ class DynamicBatcher:
             if not item.future.done():  # a client that went away no longer needs its rows
                 batch.append(item)
                 size += len(item.images)
-        self._recent_peaks.append(self._peak)
-        self._peak = self._in_server
+        self._last_size = max(size, 1)
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
