@@ -24,6 +24,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # this world's setup() started the process group, so its teardown() ends it
 
     @property
     def main(self) -> bool:
@@ -51,14 +52,16 @@ def setup(device: str | None = None) -> World:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device(kind)
-    if size > 1 and not dist.is_initialized():
+    owns = size > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return World(rank, size, local_rank, dev)
+    return World(rank, size, local_rank, dev, owns)
 
 
 def teardown(world: World) -> None:
-    """Leaves the process group this module joined."""
-    if world.distributed and dist.is_initialized():
+    """Leaves the process group if ``world``'s setup started it (a caller that joined first keeps it: the
+    reproduction trains many runs in one group)."""
+    if world.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -315,3 +315,27 @@ def test_quick_run_end_to_end(tmp_path):
     with open(out / "cost_tables.csv") as f:
         cells = [r for r in csv.DictReader(f) if r["paper"]]
     assert all(r["match"] == "True" or r["erratum"] for r in cells)
+
+
+def _reproduce_tiny(out: str) -> None:
+    import torch
+
+    from mobilenet.reproduce import reproduce
+
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig.quick(limit=64, seeds=2, lr_factors=(), grid=False, progress=False, device="cpu")
+    reproduce(out, cfg, quick=True, speed_repeats=1, threads=1, command="torchrun ... mobilenet reproduce --quick")
+
+
+@pytest.mark.slow
+def test_reproduction_under_torchrun_trains_the_same_plan_and_reports_once(tmp_path):
+    from mobilenet.distributed import launch_local
+
+    launch_local(_reproduce_tiny, 2, str(tmp_path))
+    cfg = ExperimentConfig.quick(limit=64, seeds=2, lr_factors=(), grid=False)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    assert sorted(r["run"] for r in records) == sorted(r.name for r in plan(cfg))
+    assert all(r["test_images"] == 64 and r["plan"]["batch_size"] == cfg.batch_size for r in records)
+    report = (tmp_path / "report.md").read_text()
+    assert "2 torchrun processes" in report
+    assert not list((tmp_path / "runs").glob("*/"))  # every run directory cleaned up by the main process

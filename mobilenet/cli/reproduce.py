@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "separable layer, trains the paper's Table 4-7 comparisons at small scale with several paired "
                     "seeds, a learning-rate sweep and the 16-point grid, and judges each claim from a 95 %% "
                     "interval. The full run takes about 1.5 hours on 2 CPU cores and is resumable: run the same "
-                    "command again after an interruption and finished runs are kept. --quick is a smoke test "
-                    "with the same layout.",
+                    "command again after an interruption and finished runs are kept. Under torchrun every run "
+                    "trains data-parallel with the same global batch. --quick is a smoke test with the same layout.",
     )
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 128 samples per split at 32 px, 1 epoch, 2 seeds (accuracies are meaningless)")
@@ -77,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
         else "mobilenet reproduce"
     path = reproduce(args.out, cfg, quick=args.quick, speed_repeats=3 if args.quick else 20,
                      threads=args.threads, command=command)
-    print(f"report: {path}")
+    if path is not None:  # None in the torchrun processes that only train
+        print(f"report: {path}")
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from .claims import all_claims
 from .experiments import ExperimentConfig, run_experiments
 from .report import write_report
@@ -63,7 +64,7 @@ def choose_threads(threads: int | None) -> tuple[int, str]:
 
 
 def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: bool = False,
-              speed_repeats: int = 20, threads: int | None = None, command: str = "mobilenet reproduce") -> Path:
+              speed_repeats: int = 20, threads: int | None = None, command: str = "mobilenet reproduce") -> Path | None:
     """Runs the whole reproduction and writes the report under ``out``.
 
     Args:
@@ -75,10 +76,23 @@ def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: b
         threads: intra-op threads for training and timing; None chooses by :func:`choose_threads`.
         command: the command line recorded in the report.
 
+    Under ``torchrun`` (``torchrun --nproc_per_node=N -m mobilenet reproduce ...``) every process trains every run
+    data-parallel, with the same global batch, so the plan and its numbers keep their meaning; the main process
+    writes the records and the report.
+
     Returns:
-        The path of ``report.md``.
+        The path of ``report.md`` (None in torchrun processes other than the main one).
     """
     experiments.check()
+    world = distributed.setup(experiments.device)
+    try:
+        return _reproduce(Path(out), experiments, world, quick, speed_repeats, threads, command)
+    finally:
+        distributed.teardown(world)
+
+
+def _reproduce(out: Path, experiments: ExperimentConfig, world: distributed.World, quick: bool, speed_repeats: int,
+               threads: int | None, command: str) -> Path | None:
     started = time.time()
     load_start = _load()
     n_threads, why_threads = choose_threads(threads)
@@ -89,22 +103,24 @@ def reproduce(out: str | os.PathLike, experiments: ExperimentConfig, *, quick: b
     phases["tables"] = time.time() - tick
 
     tick = time.time()
-    speed = core_idea_speed(repeats=speed_repeats)
+    speed = core_idea_speed(repeats=speed_repeats) if world.main else {}
     speed["load"] = _load()
     phases["speed"] = time.time() - tick
 
     tick = time.time()
-    exp = run_experiments(experiments, Path(out))
+    exp = run_experiments(experiments, out, world)
     phases["experiments"] = time.time() - tick
+    if exp is None:  # a torchrun process other than the main one: it trained its share, the main one reports
+        return None
 
     claims = all_claims(speed, exp, len(exp["class_names"]) or 1000, exp["resolutions"])
     meta = {
         "command": command, "quick": quick, "seconds": time.time() - started, "phases": phases,
         "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_machine()} ({why_threads}); load average (1/5/15 min) {load_start} at the start, "
-                   f"{_load()} at the end",
+                   f"{_load()} at the end" + (f"; {world.size} torchrun processes" if world.distributed else ""),
     }
-    return write_report(Path(out), meta, tables, speed, exp, claims)
+    return write_report(out, meta, tables, speed, exp, claims)
 
 
 def rerender(out: str | os.PathLike) -> Path:

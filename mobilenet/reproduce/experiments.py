@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..cost import count_cost
+from ..distributed import World, broadcast
 from ..errors import MobileNetError
 from .speed import inference_seconds_per_image
 from .stats import mean_std, pack_correct
@@ -196,8 +197,11 @@ def _test_results(model, dataset, batch_size: int, device) -> list[bool]:
     return correct
 
 
-def run_one(cfg: ExperimentConfig, run: Run, bundle, workdir: Path) -> dict:
-    """Trains one run (continuing it if its directory holds a checkpoint) and returns its record."""
+def run_one(cfg: ExperimentConfig, run: Run, bundle, workdir: Path, main: bool = True) -> dict | None:
+    """Trains one run (continuing it if its directory holds a checkpoint) and returns its record.
+
+    Under torchrun every process trains its share of each batch; only the main one (``main``) then evaluates the
+    test split, times inference and returns the record (the others return None)."""
     from ..train import load_checkpoint, train
 
     output = workdir / run.name
@@ -205,6 +209,8 @@ def run_one(cfg: ExperimentConfig, run: Run, bundle, workdir: Path) -> dict:
     result = train(_train_config(cfg, run, output), bundle=replace(bundle, test=None))
     if result.get("interrupted"):  # Ctrl-C or SIGTERM: the training loop stopped cleanly; so does the whole run
         raise KeyboardInterrupt
+    if not main:
+        return None
     model, _ = load_checkpoint(result["last"])  # the last epoch: no model is picked by its validation score
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     correct = _test_results(model.to(device), bundle.test, 2 * cfg.batch_size, device)
@@ -263,8 +269,11 @@ def _estimates(runs: list[Run], bundles: dict, cfg: ExperimentConfig) -> dict[st
     return out
 
 
-def run_experiments(cfg: ExperimentConfig, out: Path) -> dict:
+def run_experiments(cfg: ExperimentConfig, out: Path, world: World | None = None) -> dict | None:
     """Trains every planned run not already finished under ``out/runs`` and summarises them all.
+
+    Under torchrun (``world`` of several processes) every process trains every run data-parallel, in the order
+    the main process chose; only the main process writes records and returns the summary (the others None).
 
     Returns:
         ``{"config", "resolutions", "runs": [run records], "rows": [per-configuration summaries of the table
@@ -279,21 +288,25 @@ def run_experiments(cfg: ExperimentConfig, out: Path) -> dict:
     runs = plan(cfg)
     workdir = Path(out) / "runs"
     workdir.mkdir(parents=True, exist_ok=True)
+    world = world or World()
     done = finished_runs(workdir, cfg)
     started = time.time()
-    todo = [r for r in runs if r.name not in done]
+    names = broadcast([r.name for r in runs if r.name not in done], world)
+    todo = [r for r in runs if r.name in names]
     needed = sorted({r.spec.resolution for r in todo}) or [cfg.base_resolution]
     bundles = {r: load_data(cfg.data, resolution=r, seed=0, augment="light", limit=cfg.limit) for r in needed}
-    estimate = _estimates(todo, bundles, cfg) if todo else {}
+    estimate = _estimates(todo, bundles, cfg) if todo and world.main else {r.name: 0.0 for r in todo}
     total = sum(estimate.values())
     # On a terminal a bar in estimated seconds (so its ETA weighs each run by its cost); off one, a line per run.
-    bar = tqdm(total=round(total), unit="s", disable=not (cfg.progress and sys.stderr.isatty()),
+    bar = tqdm(total=round(total), unit="s", disable=not (cfg.progress and world.main and sys.stderr.isatty()),
                desc=f"reproduce: {len(todo)} of {len(runs)} runs to train, about {total / 60:.0f} min",
                bar_format="{l_bar}{bar}| {elapsed}<{remaining} (estimated)")
     try:
         for i, run in enumerate(todo):
             bar.set_postfix_str(f"{run.spec.label} lr {run.lr:g} seed {run.seed}")
-            record = run_one(cfg, run, bundles[run.spec.resolution], workdir)
+            record = run_one(cfg, run, bundles[run.spec.resolution], workdir, world.main)
+            if record is None:
+                continue
             tmp = workdir / f"{run.name}.json.tmp"
             tmp.write_text(json.dumps(record) + "\n")
             tmp.replace(workdir / f"{run.name}.json")  # atomic: a record is either whole or absent
@@ -304,6 +317,8 @@ def run_experiments(cfg: ExperimentConfig, out: Path) -> dict:
                       f"({(time.time() - started) / 60:.1f} min so far)", flush=True)
     finally:
         bar.close()
+    if not world.main:
+        return None
     records = [done[r.name] for r in runs]
     any_bundle = next(iter(bundles.values()))
     main = [r for r in records if r["lr"] == cfg.lr]
