@@ -86,15 +86,16 @@ def measure(fn: Callable[[], object], min_time: float = 0.2, max_runs: int | Non
     return Timing(list(m.times), list(m.times))
 
 
-def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int = 1, warmup: int = 1, settle: int = 0,
-              pause: float = 0.0) -> dict[str, Timing]:
+def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int | dict[str, int] = 1, warmup: int = 1,
+              settle: int = 0, pause: float = 0.0) -> dict[str, Timing]:
     """Times every callable in ``fns`` in alternating blocks, as if each ran alone.
 
     Args:
         fns: name -> callable.
         rounds: blocks per callable; each round runs one block of every callable, the order rotated by one each
             round so that no callable always follows the same neighbour.
-        block: timed calls per block.
+        block: timed calls per block, or name -> calls (a fast callable needs more calls than a slow one to fill
+            a block of similar length).
         warmup: untimed calls of each callable before the first round.
         settle: untimed calls at the start of every block (absorb the previous callable's still-spinning threads).
         pause: seconds to sleep before every block (lets those threads go to sleep; 0.02 is plenty for OpenMP).
@@ -111,7 +112,7 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int = 1,
         for name in names[r % len(names):] + names[:r % len(names)]:
             if pause:
                 time.sleep(pause)
-            times = time_call(fns[name], settle, block)
+            times = time_call(fns[name], settle, block[name] if isinstance(block, dict) else block)
             timings[name].times.extend(times)
             timings[name].blocks.append(sum(times) / len(times))
     return timings

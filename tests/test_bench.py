@@ -10,8 +10,12 @@ import pytest
 import torch
 
 import mobilenet
-from mobilenet.bench import Row, _conv_kind, gemm_peak, run_bench, time_call
+from mobilenet.bench import Row, gemm_peak, run_bench
+from mobilenet.bench.breakdown import conv_kind
+from mobilenet.bench.peaks import peak_kind
+from mobilenet.deploy.backends import available_backends
 from mobilenet.errors import MobileNetError
+from mobilenet.timing import time_call
 
 pytest.importorskip("onnxruntime")
 
@@ -28,7 +32,7 @@ def report():
 
 def test_every_backend_and_batch_is_measured(report):
     got = {(r.backend, r.batch) for r in report.rows}
-    assert got == {(b, n) for b in ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8") for n in (1, 2)}
+    assert got == {(b, n) for b in available_backends() for n in (1, 2)}
 
 
 def test_derived_columns_are_consistent(report):
@@ -44,6 +48,14 @@ def test_derived_columns_are_consistent(report):
         torch_row = next(r for r in rows if r.backend == "torch")
         assert torch_row.speedup_vs_torch == 1.0
         assert all(0 < r.pct_of_peak < 150 for r in rows)
+        for r in rows:  # % of peak is against the GEMM of the precision that ran, timed in the same rounds
+            assert r.peak_kind == peak_kind(r.precision) and r.peak_gflops > 0
+            assert r.pct_of_peak == pytest.approx(100 * 2 * r.gmac_per_s / r.peak_gflops)
+        openvino = [r for r in rows if r.backend.startswith("openvino")]
+        if openvino:  # the best OpenVINO row is exactly 1x itself; every ratio follows the latencies
+            assert max(r.vs_openvino for r in openvino) == pytest.approx(1.0)
+            best = min(r.latency_ms for r in openvino)
+            assert all(r.vs_openvino == pytest.approx(best / r.latency_ms) for r in rows)
 
 
 def test_breakdown_for_torch_backends_only(report):
@@ -65,9 +77,12 @@ def test_breakdown_for_torch_backends_only(report):
 
 def test_table_and_csv_have_every_column(report, tmp_path):
     text = report.table()
-    for column in ("latency ms", "images/s", "GMAC/s", "% peak", "x eager", "peak GFLOP/s", "time % dw/pw/other",
-                   "MAdds % dw/pw/other", "pointwise GMAC/s", "mm GMAC/s", "pw/mm %", "GEMM peak"):
+    for column in ("latency ms", "images/s", "GMAC/s", "% peak", "x eager", "x OV", "prec", "time % dw/pw/other",
+                   "MAdds % dw/pw/other", "pointwise GMAC/s", "mm GMAC/s", "pw/mm %", "GEMM peaks", "int8 vs its fp32"):
         assert column in text
+    markdown = report.markdown()
+    assert "| model | batch | backend | precision |" in markdown and "× OpenVINO best" in markdown
+    assert markdown.count("\n| mobilenet_v2") == len(report.rows)
     path = report.write_csv(str(tmp_path / "b.csv"))
     rows = list(csv.DictReader(open(path)))
     assert len(rows) == len(report.rows)
@@ -80,21 +95,22 @@ def test_conv_kind_reads_weight_shapes():
         return SimpleNamespace(name=name, input_shapes=shapes, cpu_parent=parent)
 
     # eager conv2d: (input, weight, bias); compiled binary conv: (other, input, weight, bias)
-    assert _conv_kind(event("aten::conv2d", [[2, 16, 8, 8], [32, 16, 1, 1], [32]])) == ("pointwise", (128, 16, 32))
-    assert _conv_kind(event("mkldnn::_convolution_pointwise_", [[1, 8, 4, 4], [1, 24, 4, 4], [8, 24, 1, 1], [8]])) \
+    assert conv_kind(event("aten::conv2d", [[2, 16, 8, 8], [32, 16, 1, 1], [32]])) == ("pointwise", (128, 16, 32))
+    assert conv_kind(event("mkldnn::_convolution_pointwise_", [[1, 8, 4, 4], [1, 24, 4, 4], [8, 24, 1, 1], [8]])) \
         == ("pointwise", (16, 24, 8))
-    assert _conv_kind(event("aten::conv2d", [[1, 32, 8, 8], [32, 1, 3, 3], [32]]))[0] == "depthwise"
-    assert _conv_kind(event("aten::conv2d", [[1, 3, 8, 8], [16, 3, 3, 3], [16]]))[0] == "conv"
+    assert conv_kind(event("aten::conv2d", [[1, 32, 8, 8], [32, 1, 3, 3], [32]]))[0] == "depthwise"
+    assert conv_kind(event("aten::conv2d", [[1, 3, 8, 8], [16, 3, 3, 3], [16]]))[0] == "conv"
     outer = event("aten::conv2d", [[1, 3, 8, 8], [16, 3, 3, 3]])
-    assert _conv_kind(event("aten::convolution", [[1, 3, 8, 8], [16, 3, 3, 3]], parent=outer)) == (None, None)
-    assert _conv_kind(event("aten::add", [[1, 3, 8, 8], [1, 3, 8, 8]])) == (None, None)
+    assert conv_kind(event("aten::convolution", [[1, 3, 8, 8], [16, 3, 3, 3]], parent=outer)) == (None, None)
+    assert conv_kind(event("aten::add", [[1, 3, 8, 8], [1, 3, 8, 8]])) == (None, None)
 
 
 def test_timing_helpers():
     calls = []
     times = time_call(lambda: calls.append(1), 2, 5)
     assert len(times) == 5 and len(calls) == 7 and all(t >= 0 for t in times)
-    assert gemm_peak(128, 2) > 0
+    for kind in ("fp32", "bf16", "int8"):
+        assert gemm_peak(128, 2, kind) > 0
 
 
 def test_unknown_backend_is_an_error():

@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 from ..deploy.backends import BACKENDS as _BACKENDS
+from ..deploy.backends import available_backends
 from ..errors import MobileNetError
 from .options import int_list, positive_float, positive_int
 
@@ -58,12 +59,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_source(p)
     p.add_argument("--out", required=True, metavar="PATH", help="the .onnx file to write")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset, >= 14 (default 17)")
+    p.add_argument("--backend", choices=("onnxruntime", "auto"), default="onnxruntime",
+                   help="onnxruntime: the fp32 file (default). auto: time the ONNX-file backends (ONNX Runtime "
+                        "fp32 and int8, OpenVINO fp32 and bf16) on this machine at --batch and write the file the "
+                        "fastest within --max-top1-drop runs (int8 and bf16 only with --checkpoint, whose "
+                        "validation split measures their top-1 delta); the choice is stored in the metadata")
+    p.add_argument("--batch", type=positive_int, default=1, help="for --backend auto: the batch size to time at "
+                   "(default 1)")
+    p.add_argument("--max-top1-drop", type=float, default=0.5, metavar="POINTS", help="for --backend auto: the "
+                   "most top-1 (points) int8 or bf16 may lose against fp32 (default 0.5)")
     p.set_defaults(func=run_export)
 
     p = sub.add_parser(
         "quantize", help="int8 post-training quantization to an ONNX file, with its accuracy cost",
         description="Export (BN folded), calibrate activation ranges on images of DATA and write a static int8 "
-                    "ONNX model (QOperator, uint8 activations, int8 per-channel weights). Prints top-1 of the "
+                    "ONNX model (QDQ, uint8 activations, int8 per-channel weights; V3's hard-swish and SE gating "
+                    "stay float if that runs faster here). Prints top-1 of the "
                     "float and int8 models on DATA's validation split, their agreement, and the file sizes.",
     )
     _add_source(p)
@@ -85,19 +96,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", metavar="NAME", nargs="*", help="models (default mobilenet_v1 mobilenet_v2)")
     p.add_argument("--batch", type=int_list, default=[1, 32], help="batch sizes, comma-separated (default 1,32)")
-    p.add_argument("--backend", type=_backend_list, default=list(_BACKENDS),
-                   help=f"backends, comma-separated (default {','.join(_BACKENDS)}); torch eager always runs as "
-                        "the baseline")
+    p.add_argument("--backend", type=_backend_list, default=None,
+                   help=f"backends, comma-separated, from {','.join(_BACKENDS)} (default: every installed one "
+                        "but auto); torch eager always runs as the baseline")
     p.add_argument("--alpha", type=positive_float, default=None, help="width multiplier (default 1.0; quick 0.25)")
     p.add_argument("--resolution", type=positive_int, default=None, help="input side (default 224; quick 64)")
-    p.add_argument("--repeats", type=positive_int, default=None, help="timed runs per measurement (default: "
-                   "about 2 s worth, 5 to 30)")
+    p.add_argument("--repeats", type=positive_int, default=None, help="rounds of alternated blocks per "
+                   "measurement (default 5; a block is about 0.25 s of calls of one backend)")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: small models, 3 repeats, torch-fast "
                    "without compilation; writes no CSV unless --csv is given")
     p.add_argument("--threads", type=positive_int, default=None, help="threads for every backend and the GEMM "
                    "peak (default: torch's current number); 1 is steadier on a shared machine")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-layer-kind profile")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement instead of tables")
+    p.add_argument("--markdown", action="store_true", help="print the README's markdown table (ratios to torch "
+                   "eager and to OpenVINO's best, % of the matching GEMM peak, int8 vs fp32) instead of tables")
     p.add_argument("--csv", metavar="PATH", help="CSV path (default results/bench_<machine>_<versions>.csv)")
     p.set_defaults(func=run_bench)
 
@@ -105,11 +118,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from ..deploy import export_onnx
     model, info = _load(args)
-    result = export_onnx(model, args.out, info, opset=args.opset)
-    print(result)
+    if args.backend == "auto":
+        from ..deploy.auto import export_auto
+
+        val = _checkpoint_val(args.checkpoint) if args.checkpoint else None
+        runner = export_auto(model, info, args.out, batch=args.batch, val=val, max_top1_drop=args.max_top1_drop,
+                             opset=args.opset)
+        print(f"backend auto at batch {args.batch}: {runner.backend} ({runner.precision}) wrote {args.out}; "
+              + ", ".join(f"{b} {1e3 * t:.2f} ms" for b, t in runner.auto["seconds"].items()))
+    else:
+        print(export_onnx(model, args.out, info, opset=args.opset))
     print(f"{info.name} alpha={info.alpha:g} resolution={info.resolution} classes={info.num_classes}: "
           f"{os.path.getsize(args.out) / 1e6:.2f} MB")
     return 0
+
+
+def _checkpoint_val(checkpoint: str):
+    from ..train import load_checkpoint
+    from .infer import _auto_val
+
+    return _auto_val(load_checkpoint(checkpoint)[1])
 
 
 def run_quantize(args: argparse.Namespace) -> int:
@@ -177,12 +205,12 @@ def run_bench(args: argparse.Namespace) -> int:
         bar.update()
 
     try:
-        report = bench(args.models or DEFAULT_MODELS, args.batch, args.backend, alpha=args.alpha,
-                       resolution=args.resolution, quick=args.quick, repeats=args.repeats,
+        report = bench(args.models or DEFAULT_MODELS, args.batch, args.backend or available_backends(),
+                       alpha=args.alpha, resolution=args.resolution, quick=args.quick, repeats=args.repeats,
                        breakdown=not args.no_breakdown, threads=args.threads, progress=progress)
     finally:
         bar.close()
-    print(report.json_lines() if args.json else report.table())
+    print(report.json_lines() if args.json else report.markdown() if args.markdown else report.table())
     path = args.csv or (None if args.quick else os.path.join("results", report.csv_name()))
     if path:
         report.write_csv(path)

@@ -41,17 +41,46 @@ def _add_backend_option(p: argparse.ArgumentParser) -> None:
     from ..deploy.backends import BACKENDS
 
     p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="inference backend: PyTorch eager, torch-fast (folded BN, channels_last, compiled), ONNX "
-                        "Runtime float32, or ONNX Runtime int8 (calibrated on a few sample images) (default torch)")
+                   help="inference backend: PyTorch eager, torch-fast (folded BN, channels_last, compiled), "
+                        "torch-bf16, ONNX Runtime fp32 or int8, OpenVINO fp32, bf16 or int8, or auto: the fastest "
+                        "on this machine within --max-top1-drop, timed once and cached (default torch)")
+    p.add_argument("--max-top1-drop", type=float, default=0.5, metavar="POINTS",
+                   help="for --backend auto: the most top-1 (percentage points) a bf16 or int8 backend may lose "
+                        "against fp32 on the checkpoint's validation split (default 0.5)")
 
 
-def _on_backend(model, backend: str):
+def _on_backend(model, args: argparse.Namespace, ckpt: dict, batch: int):
     """``model`` itself for eager PyTorch, else the deploy backend's runner (a callable from batch to logits)."""
-    if backend == "torch":
+    if args.backend == "torch":
         return model
     from ..deploy.backends import make_runner
 
-    return make_runner(model, backend)
+    val = _auto_val(ckpt) if args.backend == "auto" else None
+    runner = make_runner(model, args.backend, batch=batch, val=val, max_top1_drop=args.max_top1_drop)
+    if args.backend == "auto":
+        print(f"backend auto: {runner.backend} ({runner.precision}); {runner.note}", file=sys.stderr)
+    return runner
+
+
+def _auto_val(ckpt: dict, limit: int = 500):
+    """Up to ``limit`` validation images and labels of the checkpoint's own data, to measure top-1 deltas on."""
+    import torch
+
+    from ..data import load_data
+
+    cfg = ckpt["config"]
+    try:
+        bundle = load_data(cfg["data"], data_format=cfg.get("data_format"),
+                           resolution=ckpt["model_kwargs"]["resolution"], in_chans=ckpt["in_chans"],
+                           seed=cfg.get("seed", 0), val_fraction=cfg.get("val_fraction", 0.1), augment="none",
+                           limit=limit)
+    except (MobileNetError, OSError):
+        return None  # the training data is not here: only float backends are candidates
+    if bundle.val is None or len(bundle.val) == 0:
+        return None
+    n = min(limit, len(bundle.val))
+    images = torch.stack([bundle.val[i][0] for i in range(n)])
+    return images, torch.tensor([bundle.val[i][1] for i in range(n)])
 
 
 def _eval_data(args: argparse.Namespace, ckpt: dict):
@@ -81,7 +110,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     model, ckpt = load_checkpoint(args.checkpoint, use_ema=not args.no_ema)
     spec, dataset = _eval_data(args, ckpt)
-    metrics = evaluate(_on_backend(model, args.backend), dataset, args.batch_size, workers=args.workers,
+    runner = _on_backend(model, args, ckpt, args.batch_size)
+    metrics = evaluate(runner, dataset, args.batch_size, workers=args.workers,
                        num_classes=model.num_classes)
     names = ckpt["class_names"]
     if args.confusion:
@@ -110,7 +140,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..train import load_checkpoint
 
     model, ckpt = load_checkpoint(args.checkpoint)
-    model = _on_backend(model, args.backend)
+    model = _on_backend(model, args, ckpt, 1)
     names, res = ckpt["class_names"], ckpt["model_kwargs"]["resolution"]
     k = min(args.top_k, len(names))
     results = []

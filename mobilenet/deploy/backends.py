@@ -1,11 +1,16 @@
-"""One interface over four ways to run a model: ``make_runner(model, backend)(images) -> logits``.
+"""One interface over every way to run a model: ``make_runner(model, backend)(images) -> logits``.
 
 * ``torch``: eager PyTorch, NCHW, BN unfolded — the baseline every speed-up is measured against.
 * ``torch-fast``: BN folded, channels_last memory format, ``torch.compile`` (inductor) with freezing, which turns
   weights into constants so convolutions get pre-packed oneDNN weights. Falls back to the folded channels_last
   eager model where compilation is unavailable.
+* ``torch-bf16``: ``torch-fast`` under bf16 autocast, where the CPU has bf16 instructions (AVX512-BF16 or AMX,
+  used by oneDNN); elsewhere it runs fp32 and says so in its ``precision``.
 * ``onnxruntime``: the exported float32 ONNX graph in ONNX Runtime's CPU provider.
 * ``onnxruntime-int8``: the statically quantized int8 graph (:mod:`mobilenet.deploy.quantize`).
+* ``openvino``, ``openvino-bf16``, ``openvino-int8``: the same ONNX graph compiled by OpenVINO
+  (:mod:`mobilenet.deploy.openvino`; needs the ``openvino`` extra).
+* ``auto``: the fastest of the above on this machine within a top-1 budget (:mod:`mobilenet.deploy.auto`).
 
 Every runner takes a normalised float batch (B, C, H, W) as a numpy array or a tensor and returns float32 logits
 as a tensor; a batch with the wrong layout or channel count is a :class:`~mobilenet.errors.MobileNetError`.
@@ -30,7 +35,19 @@ from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
 from .quantize import quantize_onnx
 from .source import ModelInfo, model_info
 
-BACKENDS = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8")
+CONCRETE = ("torch", "torch-fast", "torch-bf16", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
+            "openvino-int8")
+BACKENDS = (*CONCRETE, "auto")
+REDUCED = ("torch-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8")  # judged by top-1, not by 1e-4
+
+
+def available_backends() -> tuple[str, ...]:
+    """The concrete backends whose packages are installed here."""
+    import importlib.util
+
+    have = {"onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
+            "openvino": importlib.util.find_spec("openvino") is not None}
+    return tuple(b for b in CONCRETE if b.startswith("torch") or have[b.split("-")[0]])
 
 
 class Runner:
@@ -41,12 +58,15 @@ class Runner:
         info: the model's :class:`~mobilenet.deploy.source.ModelInfo`.
         note: how the backend was set up, including any fallback taken.
         module: the PyTorch module behind a torch backend (``None`` for ONNX Runtime).
-        onnx_path: the ONNX file behind an ONNX Runtime backend.
+        onnx_path: the ONNX file behind an ONNX Runtime or OpenVINO backend.
+        precision: the arithmetic that actually runs: ``fp32``, ``bf16``, ``int8`` (``int8+fp32``: int8 layers
+            with the rest in fp32).
     """
 
     def __init__(self, backend: str, info: ModelInfo, fn: Callable[[torch.Tensor | np.ndarray], torch.Tensor],
-                 note: str = "", module: nn.Module | None = None, onnx_path: str | None = None):
-        self.backend, self.info, self._fn, self.note = backend, info, fn, note
+                 note: str = "", module: nn.Module | None = None, onnx_path: str | None = None,
+                 precision: str = "fp32"):
+        self.backend, self.info, self._fn, self.note, self.precision = backend, info, fn, note, precision
         self.module, self.onnx_path = module, onnx_path
         self._tmp: tempfile.TemporaryDirectory | None = None
 
@@ -70,7 +90,7 @@ class Runner:
 
 def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = None, *,
                 onnx_path: str | None = None, calib: torch.Tensor | None = None, threads: int | None = None,
-                compile: bool = True) -> Runner:
+                compile: bool = True, batch: int = 1, val=None, max_top1_drop: float = 0.5) -> Runner:
     """Builds a :class:`Runner` for ``model`` on ``backend``.
 
     Args:
@@ -83,7 +103,9 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
             (and, for int8, quantized with ``calib``) into a temporary directory.
         calib: normalised calibration images for int8 when no file is given (default: 32 sample images).
         threads: intra-op threads for ONNX Runtime (default: ``torch.get_num_threads()``).
-        compile: use ``torch.compile`` for ``torch-fast`` (``False``: folded channels_last eager).
+        compile: use ``torch.compile`` for ``torch-fast`` and ``torch-bf16`` (``False``: folded channels_last
+            eager).
+        batch, val, max_top1_drop: for ``auto`` only (see :func:`mobilenet.deploy.auto.auto_runner`).
 
     Raises:
         MobileNetError: an unknown backend, a missing/foreign ONNX file, or no model and no file.
@@ -96,10 +118,16 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
     if model is not None:
         model.eval()
         info = info or model_info(model)
+    if backend == "auto":
+        from .auto import auto_runner
+        return auto_runner(model, info, batch=batch, val=val, max_top1_drop=max_top1_drop, calib=calib,
+                           threads=threads, compile=compile)
     if backend == "torch":
         return _torch_runner(model, info)
-    if backend == "torch-fast":
-        return _torch_fast_runner(model, info, compile)
+    if backend in ("torch-fast", "torch-bf16"):
+        return _torch_fast_runner(model, info, compile, bf16=backend == "torch-bf16")
+    if backend.startswith("openvino"):
+        return _openvino_runner(model, backend, info, onnx_path, calib, threads)
     return _ort_runner(model, backend, info, onnx_path, calib, threads)
 
 
@@ -115,9 +143,14 @@ def _torch_runner(model: nn.Module, info: ModelInfo) -> Runner:
     return Runner("torch", info, run, "eager, NCHW, BN unfolded", module=model)
 
 
-def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool) -> Runner:
+def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bf16: bool = False) -> Runner:
     folded = fold_bn(model).to(memory_format=torch.channels_last)
     compiled = None
+    # oneDNN runs bf16 convolutions natively only with AVX512-BF16 or AMX; elsewhere autocast would emulate them,
+    # slower than fp32, so the backend stays fp32 and reports it.
+    use_bf16 = bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16)
+    precision = "bf16" if use_bf16 else "fp32"
     note = "BN folded, channels_last, eager"
     if use_compile and hasattr(torch, "compile"):
         try:
@@ -134,16 +167,42 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool) -> 
             try:
                 # Freezing must be switched on in the inductor config: passed in torch.compile(options=...) it is
                 # ignored. It is read when a graph is compiled, i.e. on the first call for each input shape.
-                with torch.no_grad(), torch._inductor.config.patch(freezing=True):
-                    return fn(x)
+                with torch.no_grad(), torch._inductor.config.patch(freezing=True), autocast:
+                    return fn(x).float()
             except Exception as e:  # a failing C++ toolchain shows up on the first call, not at torch.compile
                 state["compiled"] = None
                 runner.note = f"BN folded, channels_last, eager (torch.compile failed: {type(e).__name__})"
                 warnings.warn(f"torch.compile failed, running eager: {e}", RuntimeWarning, stacklevel=2)
-        with torch.inference_mode():
-            return folded(x)
+        with torch.inference_mode(), autocast:
+            return folded(x).float()
 
-    runner = Runner("torch-fast", info, run, note, module=folded)
+    runner = Runner("torch-bf16" if bf16 else "torch-fast", info, run, f"{note}, {precision}", module=folded,
+                    precision=precision)
+    return runner
+
+
+def _onnx_file(model, info: ModelInfo | None, onnx_path: str | None):
+    """``(path, info, note, tmp)``: ``onnx_path`` checked against the model, or a fresh export into ``tmp``."""
+    if onnx_path is not None:
+        stored = check_matches(onnx_path, info) if info is not None else read_info(onnx_path)
+        return onnx_path, info or stored, f"{os.path.basename(onnx_path)}", None
+    tmp = tempfile.TemporaryDirectory(prefix="mobilenet-")
+    path = os.path.join(tmp.name, f"{info.name}.onnx")
+    export_onnx(model, path, info)
+    return path, info, "exported fp32", tmp
+
+
+def _openvino_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
+    from .openvino import compile_openvino
+
+    path, info, _, tmp = _onnx_file(model, info, onnx_path)
+    if backend == "openvino-int8" and calib is None:
+        calib, _ = sample_images(32, info.resolution, info.in_chans, info.mean, info.std, seed=1)
+    if calib is not None:
+        calib = np.ascontiguousarray(calib.numpy() if isinstance(calib, torch.Tensor) else calib, dtype=np.float32)
+    run, precision, note = compile_openvino(path, backend, threads or torch.get_num_threads(), calib)
+    runner = Runner(backend, info, run, note, onnx_path=path, precision=precision)
+    runner._tmp = tmp
     return runner
 
 
@@ -179,7 +238,7 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
         x = np.ascontiguousarray(x, dtype=np.float32)
         return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x})[0])
 
-    runner = Runner(backend, info, run, note, onnx_path=path)
+    runner = Runner(backend, info, run, note, onnx_path=path, precision="int8" if quantized else "fp32")
     runner._tmp = tmp  # keeps the temporary files alive as long as the runner
     return runner
 

@@ -1,0 +1,8 @@
+"""The benchmark harness: every backend timed as if alone, against this machine's GEMM peaks and OpenVINO's best."""
+
+from .harness import DEFAULT_MODELS, measure_alone, run_bench
+from .peaks import gemm_peak
+from .report import Report, Row, library_versions, machine_name
+
+__all__ = ["DEFAULT_MODELS", "Report", "Row", "gemm_peak", "library_versions", "machine_name", "measure_alone",
+           "run_bench"]

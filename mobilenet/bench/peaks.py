@@ -1,0 +1,44 @@
+"""This machine's GEMM ceilings: one square matrix multiply per precision, timed next to the backends.
+
+A backend's share of the peak is only meaningful against the arithmetic it runs: fp32 work against torch.mm in
+float32, bf16 work against torch.mm in bfloat16 (oneDNN uses AVX512-BF16 or AMX where the CPU has them), int8
+work against ``torch._int_mm`` (int8 × int8 → int32, VNNI or AMX).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..timing import measure
+
+KINDS = ("fp32", "bf16", "int8")
+
+
+def gemm_call(kind: str, n: int) -> Callable[[], torch.Tensor]:
+    """A zero-argument n×n×n matrix multiply at precision ``kind``."""
+    if kind == "int8":
+        a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+        b = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+        return lambda: torch._int_mm(a, b)
+    dtype = torch.bfloat16 if kind == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return lambda: torch.mm(a, b)
+
+
+def gemm_rate(n: int, seconds: float) -> float:
+    """GFLOP/s (GOP/s for int8) of an n×n×n GEMM that took ``seconds``."""
+    return 2 * n**3 / seconds / 1e9
+
+
+def gemm_peak(n: int = 2048, repeats: int = 10, kind: str = "fp32") -> float:
+    """This machine's GEMM rate at ``kind`` in GFLOP/s: the median of ``repeats`` n×n×n multiplies (current
+    threads)."""
+    with torch.inference_mode():
+        return gemm_rate(n, measure(gemm_call(kind, n), min_time=0.0, max_runs=repeats).median)
+
+
+def peak_kind(precision: str) -> str:
+    """The GEMM a backend's precision is compared with: ``int8+fp32`` (int8 layers, float rest) counts as int8."""
+    return "int8" if precision.startswith("int8") else ("bf16" if precision.startswith("bf16") else "fp32")

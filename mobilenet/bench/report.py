@@ -1,0 +1,172 @@
+"""A benchmark run's rows and how they are shown: a console table, a markdown table with ratios, CSV and JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Row:
+    """One model × backend × batch, timed as if the backend ran alone.
+
+    ``precision`` is what the backend actually ran; ``pct_of_peak`` is against the GEMM peak of that precision
+    (``peak_gflops``, timed in the same rounds). ``vs_openvino`` is OpenVINO's best latency on the same model and
+    batch divided by this row's (above 1: faster than OpenVINO's best). Breakdown fields are ``None`` except for
+    the torch backends.
+    """
+
+    model: str
+    alpha: float
+    resolution: int
+    backend: str
+    batch: int
+    latency_ms: float
+    images_per_s: float
+    gmac_per_s: float
+    pct_of_peak: float
+    speedup_vs_torch: float
+    mult_adds: int
+    repeats: int
+    precision: str = "fp32"
+    peak_kind: str = "fp32"
+    peak_gflops: float = 0.0
+    spread_pct: float = 0.0
+    vs_openvino: float | None = None
+    gemm_peak_gflops: float = 0.0
+    dw_time_pct: float | None = None
+    pw_time_pct: float | None = None
+    other_time_pct: float | None = None
+    dw_madds_pct: float | None = None
+    pw_madds_pct: float | None = None
+    other_madds_pct: float | None = None
+    pw_mult_adds: int | None = None
+    pw_gmac_per_s: float | None = None
+    mm_gmac_per_s: float | None = None
+    pw_pct_of_mm: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """A benchmark run: the machine, the GEMM peaks measured in it (median per precision), and its rows."""
+
+    machine: str
+    threads: int
+    versions: dict
+    gemm_peak_gflops: float
+    rows: list[Row] = field(default_factory=list)
+    peaks: dict = field(default_factory=dict)
+
+    def csv_name(self) -> str:
+        """``bench_<cpu>_<threads>t_torch<v>_ort<v>.csv``, so runs on other machines or versions never collide."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.machine.lower()).strip("-")
+        return (f"bench_{slug}_{self.threads}t_torch{self.versions['torch'].split('+')[0]}"
+                f"_ort{self.versions.get('onnxruntime', 'none')}.csv")
+
+    def write_csv(self, path: str) -> str:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["machine", "threads", *Row.__dataclass_fields__])
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({"machine": self.machine, "threads": self.threads, **_rounded(asdict(row))})
+        return path
+
+    def json_lines(self) -> str:
+        return "\n".join(json.dumps(_rounded(asdict(r))) for r in self.rows)
+
+    def header(self) -> str:
+        versions = ", ".join(f"{k} {v}" for k, v in self.versions.items())
+        peaks = ", ".join(f"{k} {v:.0f}" for k, v in self.peaks.items()) or f"fp32 {self.gemm_peak_gflops:.0f}"
+        return (f"{self.machine}, {self.threads} threads, {versions}; GEMM peaks (GFLOP/s, int8 GOP/s; medians "
+                f"over the run): {peaks}. Every backend timed as if alone: blocks of calls per backend, alternated "
+                "across rounds with the GEMM references")
+
+    def table(self) -> str:
+        head = (f"{'model':<22} {'backend':<17} {'prec':<9} {'batch':>5} {'latency ms':>10} {'±%':>4} "
+                f"{'images/s':>9} {'GMAC/s':>7} {'% peak':>6} {'x eager':>7} {'x OV':>5}")
+        lines = [self.header(), "", head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{_label(r):<22} {r.backend:<17} {r.precision:<9} {r.batch:>5} {r.latency_ms:>10.2f} "
+                         f"{r.spread_pct:>4.0f} {r.images_per_s:>9.1f} {r.gmac_per_s:>7.1f} {r.pct_of_peak:>6.1f} "
+                         f"{r.speedup_vs_torch:>7.2f} {_opt(r.vs_openvino, 5)}")
+        broken = [r for r in self.rows if r.dw_time_pct is not None]
+        if broken:
+            head = (f"{'model':<22} {'backend':<11} {'batch':>5} | time % dw/pw/other | MAdds % dw/pw/other | "
+                    f"pointwise GMAC/s  mm GMAC/s  pw/mm %")
+            lines += ["", "per layer kind (torch.profiler on the backend's own ops; mm: torch.mm on each pointwise "
+                          "layer's M x N x K, timed right after each profiled pass)", head, "-" * len(head)]
+            for r in broken:
+                lines.append(
+                    f"{_label(r):<22} {r.backend:<11} {r.batch:>5} | {r.dw_time_pct:5.1f} {r.pw_time_pct:5.1f} "
+                    f"{r.other_time_pct:5.1f}  | {r.dw_madds_pct:5.1f} {r.pw_madds_pct:5.1f} {r.other_madds_pct:5.1f}"
+                    f"   | {r.pw_gmac_per_s:16.1f} {r.mm_gmac_per_s:10.1f} {r.pw_pct_of_mm:8.1f}")
+        notes = sorted({f"{r.backend}: {r.note}" for r in self.rows if r.note})
+        return "\n".join(lines + [""] + notes + [""] + self.int8_lines())
+
+    def markdown(self) -> str:
+        """The README table: ratios first (to torch eager, to OpenVINO's best), then % of the matching peak."""
+        lines = [self.header(), "", "| model | batch | backend | precision | ms | ±% | images/s | % of peak | "
+                 "× torch eager | × OpenVINO best |", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in self.rows:
+            lines.append(f"| {_label(r)} | {r.batch} | {r.backend} | {r.precision} ({r.peak_kind} peak) | "
+                         f"{r.latency_ms:.2f} | {r.spread_pct:.0f} | {r.images_per_s:.1f} | {r.pct_of_peak:.1f} | "
+                         f"{r.speedup_vs_torch:.2f} | {_opt(r.vs_openvino, 0)} |")
+        return "\n".join(lines + [""] + [f"- {line}" for line in self.int8_lines()])
+
+    def int8_lines(self) -> list[str]:
+        """One line per runtime, model and batch: int8 speed over the same runtime's fp32."""
+        by_key = {(r.model, r.alpha, r.resolution, r.batch, r.backend): r for r in self.rows}
+        lines = []
+        for (model, alpha, res, batch, backend), r in by_key.items():
+            base = by_key.get((model, alpha, res, batch, backend.removesuffix("-int8")))
+            if backend.endswith("-int8") and base is not None:
+                lines.append(f"{backend} vs its fp32, {model} a{alpha:g} r{res} batch {batch}: "
+                             f"x{base.latency_ms / r.latency_ms:.2f}")
+        return lines
+
+
+def _opt(value: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.2f}"
+
+
+def _label(r: Row) -> str:
+    return f"{r.model} a{r.alpha:g} r{r.resolution}"
+
+
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of torch and of every installed inference runtime."""
+    import importlib.metadata
+
+    import torch
+
+    versions = {"torch": torch.__version__}
+    for name in ("onnxruntime", "openvino", "nncf"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def machine_name() -> str:
+    """The CPU model (from /proc/cpuinfo where available) and the core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} {os.cpu_count()}cpu"

@@ -1,0 +1,84 @@
+"""OpenVINO backends: the exported ONNX graph compiled by OpenVINO's CPU plugin, at fp32, bf16 or int8.
+
+* ``openvino``: float32 everywhere (the inference-precision hint pinned to f32), so it matches PyTorch to 1e-4.
+* ``openvino-bf16``: OpenVINO's own default on CPUs with bf16 instructions (AVX512-BF16, AMX): convolutions and
+  matmuls in bf16. On a CPU without them the plugin runs f32, and the runner's ``precision`` says so.
+* ``openvino-int8``: post-training quantization with NNCF on calibration images (the ``MIXED`` preset: symmetric
+  weights, asymmetric activations; per-channel weight scales, as for ONNX Runtime). The layers NNCF leaves in float
+  run at f32.
+
+OpenVINO reads the same ONNX file as ONNX Runtime (``openvino.Core.read_model``), so every backend runs the one
+exported, BN-folded graph that ``mobilenet export`` proved equal to PyTorch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import MobileNetError
+
+PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
+
+
+def _core():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MobileNetError("the OpenVINO backends need the openvino package: pip install 'mobilenet[openvino]'") \
+            from None
+    return ov.Core()
+
+
+def quantize_openvino(ov_model, calib: np.ndarray):
+    """An int8 copy of the OpenVINO model ``ov_model``, calibrated with NNCF on ``calib`` (N, C, H, W)."""
+    try:
+        import nncf
+    except ImportError:
+        raise MobileNetError("openvino-int8 needs the nncf package: pip install 'mobilenet[openvino]'") from None
+    import logging
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and advice, not results
+    items = [calib[i:i + 1] for i in range(len(calib))]
+    return nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.MIXED,
+                         subset_size=len(items))
+
+
+def compile_openvino(onnx_path: str, backend: str, threads: int, calib: np.ndarray | None = None):
+    """``(run, precision, note)`` for ``backend`` on the ONNX file ``onnx_path``.
+
+    ``run`` maps a float32 (B, C, H, W) array to logits; ``precision`` is what the compiled model reports it ran
+    (``f32``, ``bf16``, ``int8`` plus the float precision of the rest).
+    """
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    core = _core()
+    model = core.read_model(onnx_path)
+    note = "OpenVINO"
+    if backend == "openvino-int8":
+        if calib is None:
+            raise MobileNetError("openvino-int8 needs calibration images")
+        model = quantize_openvino(model, calib)
+        note = f"OpenVINO, int8 (NNCF, MIXED preset) calibrated on {len(calib)} images"
+    config = {
+        hints.inference_precision: PRECISIONS[backend],
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        props.inference_num_threads: threads,
+        props.num_streams: 1,  # one request at a time, like every other backend
+    }
+    try:
+        compiled = core.compile_model(model, "CPU", config)
+    except Exception as e:
+        raise MobileNetError(f"OpenVINO cannot compile {onnx_path!r}: {str(e).splitlines()[0]}") from None
+    ran = str(compiled.get_property(hints.inference_precision))
+    ran = {"<Type: 'float32'>": "fp32", "<Type: 'bfloat16'>": "bf16"}.get(ran, ran.strip("<>"))
+    precision = f"int8+{ran}" if backend == "openvino-int8" else ran
+    request = compiled.create_infer_request()
+
+    def run(images) -> torch.Tensor:
+        x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    return run, precision, f"{note}, {precision}"

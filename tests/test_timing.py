@@ -1,0 +1,56 @@
+"""The timing primitives: what they count, and that a backend timed in alternated blocks runs as if alone."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from mobilenet.timing import Timing, alternate, measure, time_call
+
+
+def test_time_call_and_measure_count_calls():
+    calls = []
+    assert len(time_call(lambda: calls.append(1), 2, 5)) == 5 and len(calls) == 7
+    calls.clear()
+    t = measure(lambda: calls.append(1), min_time=0.0, max_runs=3, warmup=1)
+    assert len(t.times) == 3 and len(calls) == 4 and t.median >= 0
+    assert measure(lambda: sum(range(100)), min_time=0.01).median > 0  # torch.utils.benchmark's blocked_autorange
+
+
+def test_alternate_rotates_blocks_and_settles():
+    order = []
+    fns = {name: (lambda n=name: order.append(n)) for name in "abc"}
+    timings = alternate(fns, rounds=3, block={"a": 2, "b": 1, "c": 1}, warmup=1, settle=1)
+    assert order[:3] == ["a", "b", "c"]  # warm-up
+    blocks = order[3:]
+    # round 0: a b c, round 1: b c a, round 2: c a b; each block is one settling call and then the timed ones
+    assert blocks == ["a"] * 3 + ["b"] * 2 + ["c"] * 2 + ["b"] * 2 + ["c"] * 2 + ["a"] * 3 + ["c"] * 2 + ["a"] * 3 \
+        + ["b"] * 2
+    assert [len(timings[n].times) for n in "abc"] == [6, 3, 3] and len(timings["a"].blocks) == 3
+
+
+def test_spread_is_relative_interquartile_range():
+    assert Timing([1.0, 1.0, 1.0, 1.0]).spread == 0
+    assert Timing([1.0, 2.0, 3.0, 4.0, 5.0]).spread == pytest.approx((4.5 - 1.5) / 3)
+
+
+def test_onnxruntime_after_torch_blocks_runs_as_if_alone():
+    # torch's OpenMP threads keep spinning after each call; one call per backend per round would charge that to
+    # whatever runs next. In blocks (one settling call each), ONNX Runtime measured right after torch must be within
+    # 15 % of ONNX Runtime measured alone. Medians of several paired repeats keep a shared machine's noise out.
+    pytest.importorskip("onnxruntime")
+    from mobilenet.deploy.backends import make_runner
+    from mobilenet.models import create_model
+
+    model = create_model("mobilenet_v2", alpha=0.35, resolution=64).eval()
+    x = torch.randn(1, 3, 64, 64)
+    eager, ort = make_runner(model, "torch"), make_runner(model, "onnxruntime")
+    calls = {"torch": lambda: eager(x), "onnxruntime": lambda: ort(x)}
+    ratios = []
+    for _ in range(9):
+        alone = alternate({"onnxruntime": calls["onnxruntime"]}, rounds=3, block=8, settle=1)["onnxruntime"].median
+        after = alternate(calls, rounds=3, block=8, settle=1)["onnxruntime"].median
+        ratios.append(after / alone)
+    assert abs(statistics.median(ratios) - 1) < 0.15, ratios
