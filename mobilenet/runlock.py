@@ -4,7 +4,8 @@ Two runs writing ``last.pt`` and the logs of one directory would interleave thei
 start. The lock is an advisory ``flock`` on ``<output>/.lock``, which the kernel releases when the owner exits in
 any way (kill -9 included), so a lock left by a dead run never blocks the next one; the file holds the owner's PID
 and host for the error message. Where ``flock`` does not exist (Windows) the file itself is the lock, and a lock
-whose PID is no longer running on this host is taken over as stale.
+whose PID is no longer running on this host is taken over as stale. ``filelock`` takes the same ``flock`` but
+truncates the file and records no owner, so its timeout could not say which process on which host holds the run.
 """
 
 from __future__ import annotations
