@@ -24,6 +24,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+# For callables from different runtimes, before every block: a 50 ms pause lets the previous runtime's spinning
+# threads go to sleep (GNU OpenMP spins for milliseconds), then two untimed calls wake this runtime's own pool and
+# caches. With these, ONNX Runtime timed right after torch blocks stays within 15 % of ONNX Runtime timed alone
+# (tests/test_timing.py); one call of each per round measured it up to 2x slower.
+SETTLE, PAUSE = 2, 0.05
+
 
 @dataclass(frozen=True)
 class Timing:

@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-from mobilenet.timing import Timing, alternate, measure, time_call
+from mobilenet.timing import PAUSE, SETTLE, Timing, alternate, measure, time_call
 
 
 def test_time_call_and_measure_count_calls():
@@ -38,8 +38,9 @@ def test_spread_is_relative_interquartile_range():
 
 def test_onnxruntime_after_torch_blocks_runs_as_if_alone():
     # torch's OpenMP threads keep spinning after each call; one call per backend per round would charge that to
-    # whatever runs next. In blocks (one settling call each), ONNX Runtime measured right after torch must be within
-    # 15 % of ONNX Runtime measured alone. Medians of several paired repeats keep a shared machine's noise out.
+    # whatever runs next. In blocks with the benchmark's pause and settling calls, ONNX Runtime measured right after
+    # torch must be within 15 % of ONNX Runtime measured alone. Medians of paired repeats keep a shared machine's
+    # noise out.
     pytest.importorskip("onnxruntime")
     from mobilenet.deploy.backends import make_runner
     from mobilenet.models import create_model
@@ -50,7 +51,8 @@ def test_onnxruntime_after_torch_blocks_runs_as_if_alone():
     calls = {"torch": lambda: eager(x), "onnxruntime": lambda: ort(x)}
     ratios = []
     for _ in range(9):
-        alone = alternate({"onnxruntime": calls["onnxruntime"]}, rounds=3, block=8, settle=1)["onnxruntime"].median
-        after = alternate(calls, rounds=3, block=8, settle=1)["onnxruntime"].median
+        alone = alternate({"onnxruntime": calls["onnxruntime"]}, rounds=3, block=8, settle=SETTLE,
+                          pause=PAUSE)["onnxruntime"].median
+        after = alternate(calls, rounds=3, block=8, settle=SETTLE, pause=PAUSE)["onnxruntime"].median
         ratios.append(after / alone)
     assert abs(statistics.median(ratios) - 1) < 0.15, ratios

@@ -50,10 +50,10 @@ def compile_openvino(onnx_path: str, backend: str, threads: int, calib: np.ndarr
     ``run`` maps a float32 (B, C, H, W) array to logits; ``precision`` is what the compiled model reports it ran
     (``f32``, ``bf16``, ``int8`` plus the float precision of the rest).
     """
+    core = _core()
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    core = _core()
     model = core.read_model(onnx_path)
     note = "OpenVINO"
     if backend == "openvino-int8":
