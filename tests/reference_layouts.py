@@ -213,3 +213,180 @@ def timm_v3(small: bool):
               [_TimmIR(112, 160, 5, 2, 6, hs, True)] + [_TimmIR(160, 160, 5, 1, 6, hs, True) for _ in range(2)],
               [_TimmCBA(160, 960, hs)]]
     return _TimmNet(16, stages, hs, efficient_head=1280)
+
+
+# --- timm's MobileNetV4 (timm/models/mobilenetv3.py _gen_mobilenet_v4, _efficientnet_blocks.py, attention2d.py) ----
+# Each stage is a list of rows, transcribed from timm's arch_def: ("cn", kernel, out, stride),
+# ("er", kernel, exp_ratio, out, stride), ("uir", dw_start, dw_mid, exp_ratio, out, stride[, repeats]),
+# ("mqa", heads, key_dim, kv_stride, out).
+
+class _TimmCNA(nn.Module):  # ConvNormAct: conv, bn (BatchNormAct2d)
+    def __init__(self, cin, cout, k, s=1, groups=1, act=None):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=groups, bias=False)
+        self.bn, self.act = nn.BatchNorm2d(cout), act() if act else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class _TimmCn(nn.Module):  # ConvBnAct: conv, bn1
+    def __init__(self, cin, cout, k, s, act):
+        super().__init__()
+        self.conv, self.bn1 = nn.Conv2d(cin, cout, k, s, (k - 1) // 2, bias=False), nn.BatchNorm2d(cout)
+        self.act = act()
+
+    def forward(self, x):
+        return self.act(self.bn1(self.conv(x)))
+
+
+class _TimmLayerScale(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((c,), 1e-5))
+
+    def forward(self, x):
+        return x * self.gamma[None, :, None, None]
+
+
+class _TimmER(nn.Module):  # EdgeResidual (fused IB)
+    def __init__(self, cin, cout, k, s, e, act):
+        super().__init__()
+        mid, self.act, self.skip = make_divisible(cin * e), act(), s == 1 and cin == cout
+        self.conv_exp, self.bn1 = nn.Conv2d(cin, mid, k, s, (k - 1) // 2, bias=False), nn.BatchNorm2d(mid)
+        self.conv_pwl, self.bn2 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        y = self.bn2(self.conv_pwl(self.act(self.bn1(self.conv_exp(x)))))
+        return x + y if self.skip else y
+
+
+class _TimmUIR(nn.Module):  # UniversalInvertedResidual
+    def __init__(self, cin, cout, start, mid_k, s, e, act, scale):
+        super().__init__()
+        mid, self.skip = make_divisible(cin * e), s == 1 and cin == cout
+        self.dw_start = _TimmCNA(cin, cin, start, 1 if mid_k else s, cin) if start else nn.Identity()
+        self.pw_exp = _TimmCNA(cin, mid, 1, act=act)
+        self.dw_mid = _TimmCNA(mid, mid, mid_k, s, mid, act=act) if mid_k else nn.Identity()
+        self.pw_proj = _TimmCNA(mid, cout, 1)
+        self.layer_scale = _TimmLayerScale(cout) if scale else nn.Identity()
+
+    def forward(self, x):
+        y = self.layer_scale(self.pw_proj(self.dw_mid(self.pw_exp(self.dw_start(x)))))
+        return x + y if self.skip else y
+
+
+class _TimmMQA(nn.Module):  # MultiQueryAttention2d
+    def __init__(self, dim, heads, key_dim, kv_stride):
+        super().__init__()
+        self.heads, self.key_dim = heads, key_dim
+        self.query = nn.Sequential()
+        self.query.add_module("proj", nn.Conv2d(dim, heads * key_dim, 1, bias=False))
+        self.key, self.value = nn.Sequential(), nn.Sequential()
+        for seq in (self.key, self.value):
+            if kv_stride > 1:
+                seq.add_module("down_conv", nn.Conv2d(dim, dim, 3, kv_stride, 1, groups=dim, bias=False))
+                seq.add_module("norm", nn.BatchNorm2d(dim))
+            seq.add_module("proj", nn.Conv2d(dim, key_dim, 1, bias=False))
+        self.output = nn.Sequential()
+        self.output.add_module("proj", nn.Conv2d(heads * key_dim, dim, 1, bias=False))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        q = self.query(x).reshape(b, self.heads, self.key_dim, -1).transpose(-1, -2)
+        k = self.key(x).reshape(b, self.key_dim, -1).transpose(1, 2).unsqueeze(1)
+        v = self.value(x).reshape(b, self.key_dim, -1).transpose(1, 2).unsqueeze(1)
+        o = nn.functional.scaled_dot_product_attention(q, k, v)  # (b, heads, n, key_dim)
+        o = o.transpose(1, 2).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return self.output(o)
+
+
+class _TimmMobileAttention(nn.Module):
+    def __init__(self, dim, heads, key_dim, kv_stride, scale):
+        super().__init__()
+        self.norm, self.attn = nn.BatchNorm2d(dim), _TimmMQA(dim, heads, key_dim, kv_stride)
+        self.layer_scale = _TimmLayerScale(dim) if scale else nn.Identity()
+
+    def forward(self, x):
+        return x + self.layer_scale(self.attn(self.norm(x)))
+
+
+class _TimmMNv4(nn.Module):
+    def __init__(self, stem, stages, act, scale):
+        super().__init__()
+        self.conv_stem, self.bn1, self.act = nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), act()
+        c, built = stem, []
+        for stage in stages:
+            blocks = []
+            for row in stage:
+                kind, *a = row
+                reps = a[5] if kind == "uir" and len(a) > 5 else 1
+                for i in range(reps):
+                    s = (a[4] if kind == "uir" else a[-1]) if i == 0 else 1
+                    if kind == "cn":
+                        blocks.append(_TimmCn(c, a[1], a[0], s, act))
+                    elif kind == "er":
+                        blocks.append(_TimmER(c, a[2], a[0], s, a[1], act))
+                    elif kind == "uir":
+                        blocks.append(_TimmUIR(c, a[3], a[0], a[1], s, a[2], act, scale))
+                    else:
+                        blocks.append(_TimmMobileAttention(c, a[0], a[1], a[2], scale))
+                    c = c if kind == "mqa" else a[{"cn": 1, "er": 2, "uir": 3}[kind]]
+            built.append(nn.Sequential(*blocks))
+        self.blocks = nn.Sequential(*built)
+        self.conv_head, self.norm_head = nn.Conv2d(c, 1280, 1, bias=False), nn.BatchNorm2d(1280)
+        self.classifier = nn.Linear(1280, 1000)
+
+    def forward(self, x):
+        x = self.blocks(self.act(self.bn1(self.conv_stem(x))))
+        x = self.act(self.norm_head(self.conv_head(x.mean((2, 3), keepdim=True))))
+        return self.classifier(x.flatten(1))
+
+
+def _u(start, mid, e, out, s=1, n=1):
+    return ("uir", start, mid, e, out, s, n)
+
+
+_MQA_M2, _MQA_M3 = ("mqa", 4, 64, 2, 160), ("mqa", 4, 64, 1, 256)
+_MQA_L2, _MQA_L3 = ("mqa", 8, 48, 2, 192), ("mqa", 8, 64, 1, 512)
+TIMM_V4 = {  # name: (stem, act, layer scale, stages)
+    "mobilenetv4_conv_small": (32, nn.ReLU, False, [
+        [("cn", 3, 32, 2), ("cn", 1, 32, 1)], [("cn", 3, 96, 2), ("cn", 1, 64, 1)],
+        [_u(5, 5, 3, 96, 2), _u(0, 3, 2, 96, n=4), _u(3, 0, 4, 96)],
+        [_u(3, 3, 6, 128, 2), _u(5, 5, 4, 128), _u(0, 5, 4, 128), _u(0, 5, 3, 128), _u(0, 3, 4, 128, n=2)],
+        [("cn", 1, 960, 1)]]),
+    "mobilenetv4_conv_medium": (32, nn.ReLU, False, [
+        [("er", 3, 4, 48, 2)], [_u(3, 5, 4, 80, 2), _u(3, 3, 2, 80)],
+        [_u(3, 5, 6, 160, 2), _u(3, 3, 4, 160, n=2), _u(3, 5, 4, 160), _u(3, 3, 4, 160), _u(3, 0, 4, 160),
+         _u(0, 0, 2, 160), _u(3, 0, 4, 160)],
+        [_u(5, 5, 6, 256, 2), _u(5, 5, 4, 256), _u(3, 5, 4, 256, n=2), _u(0, 0, 4, 256), _u(3, 0, 4, 256),
+         _u(3, 5, 2, 256), _u(5, 5, 4, 256), _u(0, 0, 4, 256, n=2), _u(5, 0, 2, 256)],
+        [("cn", 1, 960, 1)]]),
+    "mobilenetv4_conv_large": (24, nn.ReLU, False, [
+        [("er", 3, 4, 48, 2)], [_u(3, 5, 4, 96, 2), _u(3, 3, 4, 96)],
+        [_u(3, 5, 4, 192, 2), _u(3, 3, 4, 192, n=3), _u(3, 5, 4, 192), _u(5, 3, 4, 192, n=5), _u(3, 0, 4, 192)],
+        [_u(5, 5, 4, 512, 2, n=4), _u(5, 0, 4, 512), _u(5, 3, 4, 512), _u(5, 0, 4, 512, n=2), _u(5, 3, 4, 512),
+         _u(5, 5, 4, 512), _u(5, 0, 4, 512, n=3)],
+        [("cn", 1, 960, 1)]]),
+    "mobilenetv4_hybrid_medium": (32, nn.ReLU, True, [
+        [("er", 3, 4, 48, 2)], [_u(3, 5, 4, 80, 2), _u(3, 3, 2, 80)],
+        [_u(3, 5, 6, 160, 2), _u(0, 0, 2, 160), _u(3, 3, 4, 160), _u(3, 5, 4, 160), _MQA_M2, _u(3, 3, 4, 160),
+         _MQA_M2, _u(3, 0, 4, 160), _MQA_M2, _u(3, 3, 4, 160), _MQA_M2, _u(3, 0, 4, 160)],
+        [_u(5, 5, 6, 256, 2), _u(5, 5, 4, 256), _u(3, 5, 4, 256, n=2), _u(0, 0, 2, 256), _u(3, 5, 2, 256),
+         _u(0, 0, 2, 256), _u(0, 0, 4, 256), _MQA_M3, _u(3, 0, 4, 256), _MQA_M3, _u(5, 5, 4, 256), _MQA_M3,
+         _u(5, 0, 4, 256), _MQA_M3, _u(5, 0, 4, 256)],
+        [("cn", 1, 960, 1)]]),
+    "mobilenetv4_hybrid_large": (24, nn.GELU, True, [
+        [("er", 3, 4, 48, 2)], [_u(3, 5, 4, 96, 2), _u(3, 3, 4, 96)],
+        [_u(3, 5, 4, 192, 2), _u(3, 3, 4, 192, n=3), _u(3, 5, 4, 192), _u(5, 3, 4, 192, n=2), _MQA_L2,
+         _u(5, 3, 4, 192), _MQA_L2, _u(5, 3, 4, 192), _MQA_L2, _u(5, 3, 4, 192), _MQA_L2, _u(3, 0, 4, 192)],
+        [_u(5, 5, 4, 512, 2, n=4), _u(5, 0, 4, 512), _u(5, 3, 4, 512), _u(5, 0, 4, 512, n=2), _u(5, 3, 4, 512),
+         _u(5, 5, 4, 512), _MQA_L3, _u(5, 0, 4, 512), _MQA_L3, _u(5, 0, 4, 512), _MQA_L3, _u(5, 0, 4, 512),
+         _MQA_L3, _u(5, 0, 4, 512)],
+        [("cn", 1, 960, 1)]]),
+}
+
+
+def timm_v4(name):
+    stem, act, scale, stages = TIMM_V4[name]
+    return _TimmMNv4(stem, stages, act, scale)

@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from reference_layouts import TV_LARGE, TV_SMALL, timm_v1, timm_v2, timm_v3, tv_v2, tv_v3
+from reference_layouts import TV_LARGE, TV_SMALL, timm_v1, timm_v2, timm_v3, timm_v4, tv_v2, tv_v3
 from torch import nn
 
 from mobilenet import count_cost, create_model
@@ -277,3 +277,35 @@ def test_cli_round_trip_through_torchvision(tmp_path, capsys):
     assert set(again) == set(ref.state_dict())
     assert all(torch.equal(again[k], v) for k, v in ref.state_dict().items())
     assert "3,504,872 params" in capsys.readouterr().out
+
+
+# timm publishes MobileNetV4 parameter counts in millions (../shared/papers.md §5).
+TIMM_V4_PARAMS_M = {"mobilenetv4_conv_small": 3.77, "mobilenetv4_conv_medium": 9.72, "mobilenetv4_conv_large": 32.59,
+                    "mobilenetv4_hybrid_medium": 11.07, "mobilenetv4_hybrid_large": 37.76}
+_SLOW_V4 = {"mobilenetv4_conv_large", "mobilenetv4_hybrid_large"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in _SLOW_V4 else [])
+                                  for n in TIMM_V4_PARAMS_M])
+def test_timm_v4_replica_imports_and_exports_exactly(name, tmp_path):
+    ref = _randomise(timm_v4(name))
+    with torch.no_grad():
+        for m in ref.modules():  # layer scale far from its 1e-5 start, so a lost gamma shows in the logits
+            if hasattr(m, "gamma"):
+                m.gamma.uniform_(0.5, 1.5)
+    params = sum(p.numel() for p in ref.parameters())
+    assert round(params / 1e6, 2) == TIMM_V4_PARAMS_M[name]  # the replica is timm's published architecture
+    path = tmp_path / "ref.pth"
+    torch.save(ref.state_dict(), path)
+    model, _ = import_weights(path, "timm", name)
+    assert sum(p.numel() for p in model.parameters()) == params
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = ref(x)
+        assert (model(x) - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+    back = export_weights(model, "timm", name, tmp_path / "back.safetensors")
+    original = ref.state_dict()
+    assert set(back) == set(original) and all(torch.equal(back[k], original[k]) for k in original)
+    again, _ = import_weights(tmp_path / "back.safetensors", "timm", name)
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))  # the round trip gives identical logits

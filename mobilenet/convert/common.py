@@ -29,6 +29,7 @@ KIND_TENSORS = {
     "bn": ("weight", "bias", "running_mean", "running_var"),
     "linear": ("weight", "bias"),       # Linear on both sides
     "conv_as_linear": ("weight", "bias"),  # our Linear, the source's 1×1 conv with bias (out, in, 1, 1)
+    "layer_scale": ("gamma",),          # LayerScale's per-channel factor
 }
 
 
