@@ -23,6 +23,8 @@ def _add_batching(p: argparse.ArgumentParser) -> None:
                    help="how long a request may wait for others to join its batch (default 5)")
     p.add_argument("--max-queue", type=positive_int, default=256,
                    help="requests that may wait; one more is answered 503 with Retry-After (default 256)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op threads of the backend (default: torch's, one per core)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +65,10 @@ def _runner(args: argparse.Namespace):
     from ..serve import require
 
     require()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the torch backends' threads, and ONNX Runtime's default
     model, info = _load(args)
     return make_runner(model, args.backend, info)
 
@@ -95,6 +101,7 @@ def _server_args(args: argparse.Namespace) -> list[str]:
         out += ["--resolution", str(args.resolution)]
     out += ["--backend", args.backend, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
             "--max-queue", str(args.max_queue)]
+    out += ["--threads", str(args.threads)] if args.threads else []
     return out + (["--name", args.name] if args.name else [])
 
 
@@ -116,8 +123,10 @@ def run_bench_serve(args: argparse.Namespace) -> int:
                         "first_error": lv.first_error} for lv in levels],
             "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in met]}))
         return 0
-    print(f"{runner.info.name} on {runner.backend} ({runner.note}); max batch {args.max_batch}, max delay "
-          f"{args.max_delay_ms:g} ms; single-image requests, binary FP32 tensors")
+    import torch
+
+    print(f"{runner.info.name} on {runner.backend} ({runner.note}), {torch.get_num_threads()} threads; max batch "
+          f"{args.max_batch}, max delay {args.max_delay_ms:g} ms; single-image requests, binary FP32 tensors")
     print(f"{'clients':>7} {'ok':>6} {'failed':>6} {'img/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'mean batch':>10} "
           f"{'offline img/s (batch)':>22} {'served/offline':>14}")
     for lv in levels:

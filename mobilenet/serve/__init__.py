@@ -7,7 +7,9 @@
 * :mod:`~mobilenet.serve.app`: the Starlette application and the uvicorn server;
 * :mod:`~mobilenet.serve.load`: the closed-loop load client and ``bench-serve``.
 
-The server needs the ``serve`` extra (``pip install 'mobilenet[serve]'``): Starlette, uvicorn, prometheus_client.
+The server needs the ``serve`` extra (``pip install 'mobilenet[serve]'``): Starlette, uvicorn, prometheus_client, and
+httptools and uvloop, which uvicorn uses when present (about 0.15 ms less per request than its pure-Python parser and
+asyncio's loop).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ client threads each send one single-image request (an FP32 tensor with the binar
 ``tritonclient`` sends it), wait for the answer and send the next, until a fixed number of requests is done or a
 time limit passes. The offline reference is the same backend in this process, called directly on batches of
 ``concurrency`` images (at most ``max_batch``): what the server could reach if HTTP, queueing and batching cost
-nothing.
+nothing. It is measured right before and right after each level and averaged, so that a machine whose load drifts
+(other jobs) biases the ratio as little as possible.
 """
 
 from __future__ import annotations
@@ -217,7 +218,6 @@ def bench_serve(runner, server_args: list[str], concurrencies=(1, 8, 32), reques
     Returns:
         one :class:`Level` per concurrency, and the server's exit status after SIGTERM.
     """
-    refs = {b: offline(runner, b) for b in sorted({min(c, max_batch) for c in concurrencies})}
     body, headers = infer_body(runner.info)
     path = f"/v2/models/{model_name or runner.info.name}/infer"
     server = ServerProcess(server_args)
@@ -225,14 +225,20 @@ def bench_serve(runner, server_args: list[str], concurrencies=(1, 8, 32), reques
     try:
         for c in concurrencies:
             closed_loop(server.address, path, body, headers, c, 4 * c, time_limit)
+            before = offline(runner, min(c, max_batch))
             images0, calls0 = scrape_batches(server.address)
             lat, failures, seconds, error = closed_loop(server.address, path, body, headers, c, requests, time_limit)
             images1, calls1 = scrape_batches(server.address)
+            ref = _mean(before, offline(runner, min(c, max_batch)))
             mean_batch = (images1 - images0) / max(calls1 - calls0, 1)
-            levels.append(Level(c, len(lat), failures, seconds, lat, mean_batch, refs[min(c, max_batch)], error))
+            levels.append(Level(c, len(lat), failures, seconds, lat, mean_batch, ref, error))
     finally:
         status = server.stop()
     return levels, status
+
+
+def _mean(a: Offline, b: Offline) -> Offline:
+    return Offline(a.batch, (a.images_per_s + b.images_per_s) / 2, (a.latency_s + b.latency_s) / 2)
 
 
 def goals(levels: list[Level], max_delay_ms: float) -> list[tuple[str, str, bool]]:
