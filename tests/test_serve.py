@@ -339,6 +339,14 @@ def test_a_taken_port_is_one_error():
         sock.close()
 
 
+def test_cli_user_errors_are_one_line(capsys):
+    from mobilenet.cli.main import main
+
+    assert main(["serve", "--checkpoint", "/no/such/run", "--backend", "torch", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+
+
 def _in_flight(url: str) -> float:
     for line in httpx.get(f"{url}/metrics").text.splitlines():
         if line.startswith("mobilenet_requests_in_flight{"):

@@ -91,15 +91,16 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _server_args(args: argparse.Namespace) -> list[str]:
-    """The ``mobilenet serve`` arguments for the model and backend ``args`` describe."""
+def _server_args(args: argparse.Namespace, backend: str) -> list[str]:
+    """The ``mobilenet serve`` arguments for the model ``args`` describe on ``backend`` (the concrete one, so that
+    ``auto`` cannot choose differently in the server)."""
     out = ["--checkpoint", args.checkpoint] if args.checkpoint else [args.model, "--alpha", str(args.alpha),
                                                                      "--num-classes", str(args.num_classes)]
     if args.checkpoint is None and args.weights:
         out += ["--weights", args.weights]
     if args.checkpoint is None and args.resolution:
         out += ["--resolution", str(args.resolution)]
-    out += ["--backend", args.backend, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
+    out += ["--backend", backend, "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
             "--max-queue", str(args.max_queue)]
     out += ["--threads", str(args.threads)] if args.threads else []
     return out + (["--name", args.name] if args.name else [])
@@ -109,8 +110,8 @@ def run_bench_serve(args: argparse.Namespace) -> int:
     from ..serve.load import bench_serve, goals
 
     runner = _runner(args)
-    levels, status = bench_serve(runner, _server_args(args), args.concurrency, args.requests, args.time_limit,
-                                 args.max_batch, args.name)
+    levels, status = bench_serve(runner, _server_args(args, runner.backend), args.concurrency, args.requests,
+                                 args.time_limit, args.max_batch, args.name)
     met = goals(levels, args.max_delay_ms)
     if args.json:
         print(json.dumps({
