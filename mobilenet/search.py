@@ -8,17 +8,17 @@ Accuracy proxy, per configuration, with its ``top1_source``:
 
 * ``"measured"``: top-1 from a results file the user gives (CSV or JSON rows with ``model``, ``alpha``,
   ``resolution``, ``top1`` in percent); configurations in the file join the grid.
-* ``"paper"``: the ImageNet top-1 the paper prints for exactly this configuration (the table each model registers
-  with, :func:`mobilenet.models.published_table`).
-* ``"interpolated"`` / ``"extrapolated"``: a least-squares line of top-1 against the natural log of Mult-Adds, fitted
-  per model to that model's published configurations (x = their exact Mult-Adds as counted here, y = printed top-1);
-  "interpolated" when the configuration's Mult-Adds lie within the published ones' range, "extrapolated" outside it:
-  below the range the line continues, above it the proxy is capped at the model's best published top-1, so no gain
-  is assumed beyond what the paper measured (the steep V3-Small line would otherwise rate Small 1.4/256 above
-  Large). A model with a single published point uses the mean slope of the models that have two or more, through
-  that point; a model with none has no proxy and is left out of the front. The fit ignores how the cost was reached
-  (α or ρ): the papers show both trade accuracy for Mult-Adds at similar rates; it is a proxy, not a prediction.
-
+* ``"published"``: the ImageNet top-1 published for exactly this configuration: the papers' tables and the released
+  checkpoint grids (V1's 16, V2's 22, V3's, V4's; ``../shared/papers.md``), registered with each model
+  (:func:`mobilenet.models.published_table`).
+* ``"interpolated"``: between published points only. Per family (``FAMILIES``: V1, V2, V3 Large + Small, V4's five;
+  a model outside every family is its own), the published points are placed at their exact Mult-Adds as counted
+  here and joined by straight lines in (ln Mult-Adds, top-1) through the running best, the most accurate published
+  point at or below each cost (so a cheaper configuration is never rated above a dearer published one merely because
+  the grid zigzags); a configuration gets the line's value at its Mult-Adds. A configuration cheaper than the
+  family's cheapest published point or dearer than its dearest has no proxy and is left out of the front: nothing is
+  extrapolated. ``interpolation_errors`` holds each published point out in turn and reports how far the rest
+  predict it.
 Cost axes of the front: Mult-Adds, plus parameters when a parameter budget is given. A configuration is dominated when
 another one costs no more on every axis and has a higher proxy, or an equal proxy at a strictly lower cost.
 
@@ -29,10 +29,10 @@ So the front is exactly the front of the configurations that meet the latency li
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import math
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +47,8 @@ FAMILIES = {
     "v1": ("mobilenet_v1",),
     "v2": ("mobilenet_v2",),
     "v3": ("mobilenet_v3_large", "mobilenet_v3_small"),
+    "v4": ("mobilenet_v4_conv_small", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large",
+           "mobilenet_v4_hybrid_medium", "mobilenet_v4_hybrid_large"),
 }
 DEFAULT_ALPHAS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.4)
 DEFAULT_RESOLUTIONS = (96, 128, 160, 192, 224, 256)
@@ -62,7 +64,7 @@ class Candidate:
     mult_adds: int
     params: int
     top1: float | None = None
-    top1_source: str | None = None  # "measured", "paper", "interpolated", "extrapolated" or None
+    top1_source: str | None = None  # "measured", "published", "interpolated" or None (no proxy)
     latency_ms: float | None = None
 
     @property
@@ -95,12 +97,12 @@ class SearchResult:
     fitting: list[Candidate]  # within the Mult-Adds / params budget (latency is only known for the timed ones)
     front: list[Candidate]  # the Pareto front, cheapest first
     axes: tuple[str, ...]
-    no_proxy: list[str] = field(default_factory=list)  # models without any accuracy proxy
+    no_proxy: list[Candidate] = field(default_factory=list)  # fitting, but outside their family's published range
     timed: list[Candidate] = field(default_factory=list)  # every configuration whose latency was measured
 
 
 def resolve_models(names: str | Sequence[str]) -> list[str]:
-    """Expands family names (``v1``, ``v2``, ``v3``) and checks registered names; order kept, duplicates dropped."""
+    """Expands family names (``v1`` … ``v4``) and checks registered names; order kept, duplicates dropped."""
     items = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
     out: list[str] = []
     for item in filter(None, items):
@@ -118,12 +120,12 @@ def resolve_models(names: str | Sequence[str]) -> list[str]:
 
 
 class CostCache:
-    """Exact costs and paper numbers of configurations, building each (model, α) once on the meta device."""
+    """Exact costs and published top-1 of configurations, building each (model, α) once on the meta device."""
 
     def __init__(self):
         self._built: dict[tuple[str, float], torch.nn.Module] = {}
         self._costs: dict[tuple[str, float, int], tuple[int, int]] = {}
-        self._papers: dict[str, dict[tuple[float, int], float]] = {}
+        self._published: dict[str, dict[tuple[float, int], float]] = {}
 
     def model(self, name: str, alpha: float) -> torch.nn.Module:
         key = (name, float(alpha))
@@ -140,51 +142,83 @@ class CostCache:
             self._costs[key] = (c.mult_adds, c.params)
         return self._costs[key]
 
-    def paper(self, name: str) -> dict[tuple[float, int], float]:
-        """The top-1 the paper prints per (α, resolution) for this model (the registry's published table)."""
-        if name not in self._papers:
-            self._papers[name] = {(float(a), int(r)): float(row[0]) for (a, r), row in published_table(name).items()}
-        return self._papers[name]
+    def published(self, name: str) -> dict[tuple[float, int], float]:
+        """The published top-1 per (α, resolution) for this model (the registry's published table)."""
+        if name not in self._published:
+            self._published[name] = {(float(a), int(r)): float(row[0])
+                                     for (a, r), row in published_table(name).items()}
+        return self._published[name]
+
+    def points(self, names: Iterable[str]) -> list[tuple[int, float, tuple[str, float, int]]]:
+        """(exact Mult-Adds, top-1, configuration) of every published point of the models ``names``."""
+        return [(self.cost(n, a, r)[0], top1, (n, a, r)) for n in names for (a, r), top1 in self.published(n).items()]
 
 
 @dataclass(frozen=True)
-class LogLinearFit:
-    """top-1 ≈ intercept + slope · ln(Mult-Adds), fitted on published points between ``lo`` and ``hi`` Mult-Adds.
+class Interpolation:
+    """top-1 between published points: straight lines in (ln Mult-Adds, top-1) through the running best."""
 
-    Above ``hi`` the proxy never exceeds ``best``, the model's best published top-1.
+    log_madds: tuple[float, ...]  # increasing
+    top1: tuple[float, ...]  # non-decreasing
+
+    @classmethod
+    def through(cls, points: Iterable[tuple[int, float]]) -> Interpolation | None:
+        """The curve through ``(Mult-Adds, top-1)`` points; ``None`` without any point."""
+        best: dict[int, float] = {}
+        for madds, top1 in points:
+            best[madds] = max(top1, best.get(madds, -math.inf))
+        xs, ys, running = [], [], -math.inf
+        for madds in sorted(best):
+            running = max(running, best[madds])
+            xs.append(math.log(madds))
+            ys.append(running)
+        return cls(tuple(xs), tuple(ys)) if xs else None
+
+    def __call__(self, mult_adds: int) -> float | None:
+        """The proxy at ``mult_adds``; ``None`` outside the published range (no extrapolation)."""
+        x = math.log(mult_adds)
+        if not self.log_madds[0] <= x <= self.log_madds[-1]:
+            return None
+        i = bisect.bisect_left(self.log_madds, x)
+        if self.log_madds[i] == x:
+            return self.top1[i]
+        x0, x1, y0, y1 = self.log_madds[i - 1], self.log_madds[i], self.top1[i - 1], self.top1[i]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def family_of(name: str) -> tuple[str, ...]:
+    """The models whose published points interpolate for ``name``: its ``FAMILIES`` entry, or itself alone."""
+    return next((names for names in FAMILIES.values() if name in names), (name,))
+
+
+def fit_proxies(table: CostCache, models: Iterable[str]) -> dict[str, Interpolation]:
+    """Per model, the interpolation through its family's published points (models with none are left out)."""
+    curves: dict[tuple[str, ...], Interpolation | None] = {}
+    out = {}
+    for name in models:
+        family = family_of(name)
+        if family not in curves:
+            curves[family] = Interpolation.through((m, t) for m, t, _ in table.points(family))
+        if curves[family] is not None:
+            out[name] = curves[family]
+    return out
+
+
+def interpolation_errors(family: str | Sequence[str], table: CostCache | None = None) -> dict:
+    """Holds out each published point of a family strictly inside its Mult-Adds range and predicts it from the rest.
+
+    Returns ``{configuration: predicted − published}`` (top-1 points) for every held-out point the rest still cover.
     """
-
-    intercept: float
-    slope: float
-    lo: int
-    hi: int
-    best: float
-
-    def __call__(self, mult_adds: int) -> tuple[float, str]:
-        line = self.intercept + self.slope * math.log(mult_adds)
-        if mult_adds > self.hi:
-            return min(line, self.best), "extrapolated"
-        return line, "interpolated" if mult_adds >= self.lo else "extrapolated"
-
-
-def fit_proxies(table: CostCache, models: Iterable[str]) -> dict[str, LogLinearFit]:
-    """Per-model log-linear fits of the paper's top-1 against exact Mult-Adds (see the module docstring)."""
-    points = {name: [(table.cost(name, a, r)[0], top1) for (a, r), top1 in table.paper(name).items()]
-              for name in models}
-    fits: dict[str, LogLinearFit] = {}
-    for name, pts in points.items():
-        xs = [math.log(m) for m, _ in pts]
-        if len(set(xs)) >= 2:
-            mx, my = statistics.fmean(xs), statistics.fmean(t for _, t in pts)
-            slope = sum((x - mx) * (t - my) for x, (_, t) in zip(xs, pts)) / sum((x - mx) ** 2 for x in xs)
-            fits[name] = LogLinearFit(my - slope * mx, slope, min(m for m, _ in pts), max(m for m, _ in pts),
-                                      max(t for _, t in pts))
-    slopes = [f.slope for f in fits.values()]
-    for name, pts in points.items():
-        if name not in fits and pts and slopes:
-            (m, top1), slope = pts[0], statistics.fmean(slopes)
-            fits[name] = LogLinearFit(top1 - slope * math.log(m), slope, m, m, top1)
-    return fits
+    names = FAMILIES[family] if isinstance(family, str) else tuple(family)
+    table = table or CostCache()
+    points = table.points(names)
+    errors = {}
+    for i, (madds, top1, key) in enumerate(points):
+        rest = Interpolation.through((m, t) for j, (m, t, _) in enumerate(points) if j != i)
+        predicted = rest(madds) if rest is not None else None
+        if predicted is not None:
+            errors[key] = predicted - top1
+    return errors
 
 
 def load_results(path: str | Path) -> dict[tuple[str, float, int], float]:
@@ -278,7 +312,7 @@ def search(
 
     Args:
         budget: the limits on Mult-Adds, params and batch-1 latency (ms); ``latency_ms`` needs ``backend``.
-        models: families (``v1``, ``v2``, ``v3``) and/or registered names, comma-separated or a list.
+        models: families (``v1`` … ``v4``) and/or registered names, comma-separated or a list.
         alphas: width multipliers α to try (default 0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.4).
         resolutions: input sides to try (default 96 to 256 in steps of 32).
         results: a CSV/JSON file of measured top-1 (see :func:`load_results`); its configurations join the grid.
@@ -301,17 +335,16 @@ def search(
     for c in cands:
         if c.key in measured:
             c.top1, c.top1_source = measured[c.key], "measured"
-        elif (c.alpha, c.resolution) in table.paper(c.model):
-            c.top1, c.top1_source = table.paper(c.model)[(c.alpha, c.resolution)], "paper"
-        elif c.model in fits:
-            top1, how = fits[c.model](c.mult_adds)
-            c.top1, c.top1_source = round(top1, 1), how
+        elif (c.alpha, c.resolution) in table.published(c.model):
+            c.top1, c.top1_source = table.published(c.model)[(c.alpha, c.resolution)], "published"
+        elif c.model in fits and (top1 := fits[c.model](c.mult_adds)) is not None:
+            c.top1, c.top1_source = round(top1, 1), "interpolated"
     fitting = [c for c in cands if budget.fits_cost(c)]
     axes = budget.axes()
     front = pareto_front(fitting, axes)
     if backend is not None:
         front = _latency_front(fitting, front, axes, budget, backend, progress)
-    no_proxy = sorted({c.model for c in cands if c.top1 is None})
+    no_proxy = [c for c in fitting if c.top1 is None]
     timed = [c for c in fitting if c.latency_ms is not None]
     return SearchResult(len(cands), fitting, front, axes, no_proxy, timed)
 

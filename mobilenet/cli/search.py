@@ -10,9 +10,9 @@ from ..deploy.backends import BACKENDS
 from ..search import DEFAULT_ALPHAS, DEFAULT_RESOLUTIONS, FAMILIES, Budget, search
 from .options import amount, float_list, int_list, positive_float
 
-SOURCES = ("paper = printed in the paper for this exact configuration; interpolated / extrapolated = log-linear fit "
-           "of the paper's top-1 against log Mult-Adds for that model (extrapolated: outside the published range, "
-           "capped at the best published top-1 above it); measured = from --results")
+SOURCES = ("published = printed for this exact configuration (the papers and the released checkpoint grids); "
+           "interpolated = between the model family's published points, by log Mult-Adds (never extrapolated: "
+           "outside the published range there is no proxy); measured = from --results")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,7 +81,9 @@ def run_search(args: argparse.Namespace) -> int:
         print(row + (f" {c.latency_ms:>8.2f}" if timed else ""))
     print(f"\ntop-1 sources: {SOURCES}.")
     if result.no_proxy:
-        print(f"no accuracy proxy (left out of the front): {', '.join(result.no_proxy)}")
+        models = sorted({c.model for c in result.no_proxy})
+        print(f"{len(result.no_proxy)} fitting configurations lie outside their family's published range and have no "
+              f"accuracy proxy (left out of the front): {', '.join(models)}")
     return 0
 
 

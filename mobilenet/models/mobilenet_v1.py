@@ -46,6 +46,22 @@ PUBLISHED = {
     (1.0, 128): (64.4, 186, 4.2),
     (0.5, 160): (60.2, 76, 1.32),
 }
+# TF-Slim's released checkpoints (tensorflow/models research/slim/nets/mobilenet_v1.md; ../shared/papers.md §1.17),
+# float top-1: (alpha, resolution) -> (top-1 %, MACs M, params M) as printed. The MACs printed for α = 0.75 and for
+# 0.25 at 192 disagree with the paper and a direct count (papers.md §7, item 5); the top-1 column is unaffected.
+CHECKPOINTS = {
+    (1.0, 224): (70.9, 569, 4.24), (1.0, 192): (70.0, 418, 4.24), (1.0, 160): (68.0, 291, 4.24),
+    (1.0, 128): (65.2, 186, 4.24),
+    (0.75, 224): (68.4, 317, 2.59), (0.75, 192): (67.2, 233, 2.59), (0.75, 160): (65.3, 162, 2.59),
+    (0.75, 128): (62.1, 104, 2.59),
+    (0.5, 224): (63.3, 150, 1.34), (0.5, 192): (61.7, 110, 1.34), (0.5, 160): (59.1, 77, 1.34),
+    (0.5, 128): (56.3, 49, 1.34),
+    (0.25, 224): (49.8, 41, 0.47), (0.25, 192): (47.7, 34, 0.47), (0.25, 160): (45.5, 21, 0.47),
+    (0.25, 128): (41.5, 14, 0.47),
+}
+# Every published configuration (the registry's published table, which search interpolates between): the checkpoints,
+# with the paper's own numbers where it prints them. A model's ``published`` attribute stays the paper's.
+PUBLISHED_ALL = {**CHECKPOINTS, **PUBLISHED}
 PUBLISHED_CONV = {(1.0, 224): (71.7, 4866, 29.3)}  # Table 4
 PUBLISHED_SHALLOW = {(1.0, 224): (65.3, 307, 2.9)}  # Table 5
 
@@ -91,7 +107,7 @@ _doc = document_args(
 )
 
 
-@register_model(published=PUBLISHED)
+@register_model(published=PUBLISHED_ALL)
 @_doc
 def mobilenet_v1(**kwargs) -> MobileNet:
     """MobileNetV1, Table 1 of arXiv 1704.04861: 569M Mult-Adds, 4.2M params at α = 1, 224×224."""

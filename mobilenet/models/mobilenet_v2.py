@@ -30,8 +30,24 @@ PUBLISHED = {
     (1.4, 224): (74.7, 585, 6.9),
 }
 
+# TF-Slim's checkpoint table (tensorflow/models research/slim/nets/mobilenet/README.md; ../shared/papers.md §3.6):
+# (alpha, resolution) -> (top-1 %, MACs M, params M). The counter reproduces every MACs and params cell.
+CHECKPOINTS = {
+    (1.4, 224): (75.0, 582, 6.06), (1.3, 224): (74.4, 509, 5.34),
+    (1.0, 224): (71.8, 300, 3.47), (1.0, 192): (70.7, 221, 3.47), (1.0, 160): (68.8, 154, 3.47),
+    (1.0, 128): (65.3, 99, 3.47), (1.0, 96): (60.3, 56, 3.47),
+    (0.75, 224): (69.8, 209, 2.61), (0.75, 192): (68.7, 153, 2.61), (0.75, 160): (66.4, 107, 2.61),
+    (0.75, 128): (63.2, 69, 2.61), (0.75, 96): (58.8, 39, 2.61),
+    (0.5, 224): (65.4, 97, 1.95), (0.5, 192): (63.9, 71, 1.95), (0.5, 160): (61.0, 50, 1.95),
+    (0.5, 128): (57.7, 32, 1.95), (0.5, 96): (51.2, 18, 1.95),
+    (0.35, 224): (60.3, 59, 1.66), (0.35, 192): (58.2, 43, 1.66), (0.35, 160): (55.7, 30, 1.66),
+    (0.35, 128): (50.8, 20, 1.66), (0.35, 96): (45.5, 11, 1.66),
+}
+# Every published configuration (the registry's published table, which search interpolates between): the checkpoints,
+# with the paper's Table 4 numbers where it prints them. A model's ``published`` attribute stays the paper's.
+PUBLISHED_ALL = {**CHECKPOINTS, **PUBLISHED}
 
-@register_model(published=PUBLISHED)
+@register_model(published=PUBLISHED_ALL)
 @document_args(
     alpha="applied to every layer; the last 1×1 conv (1280) only when α > 1",
     dropout="default 0.2, as the reference code",

@@ -209,10 +209,12 @@ HYBRID_LARGE = Spec(stem=24, layers=(
     MQA(8, 64, 1, 512), UIB(5, 0, 2048, 512, 1),
 ))
 
-# Published ImageNet top-1 (../shared/papers.md §5): (alpha, resolution) -> (top-1 %, Mult-Adds M, params M). The
-# paper prints Conv-S as 73.8 % / 0.2G / 3.8M; the others are timm's released weights (top-1 and param count; no
-# Mult-Adds printed, so None). Hybrid-M has no published top-1 in papers.md.
-PUBLISHED_CONV_SMALL = {(1.0, 224): (73.8, 200, 3.8)}
+# Published ImageNet numbers (../shared/papers.md §5): (alpha, resolution) -> (top-1 %, Mult-Adds M, params M).
+# The paper prints Conv-S as 73.8 % / 0.2G / 3.8M (a model's ``published`` attribute). timm's released weights add a
+# top-1 and a parameter count per model but no Mult-Adds (None); with the paper's row they form the registry's
+# published table, which search interpolates between. Hybrid-M has no published top-1 in papers.md.
+PAPER_CONV_SMALL = {(1.0, 224): (73.8, 200, 3.8)}
+PUBLISHED_CONV_SMALL = {**PAPER_CONV_SMALL}
 PUBLISHED_CONV_MEDIUM = {(1.0, 224): (79.094, None, 9.72)}
 PUBLISHED_CONV_LARGE = {(1.0, 384): (82.952, None, 32.59)}
 PUBLISHED_HYBRID_MEDIUM: dict = {}
@@ -317,12 +319,12 @@ def _body(spec: Spec, args: ModelArgs, act_layer: LayerFn, norm_layer: LayerFn, 
     return nn.Sequential(OrderedDict((str(i), m) for i, m in enumerate(layers))), last
 
 
-def _build(name: str, spec: Spec, published: dict, *, act_layer: LayerFn = nn.ReLU,
+def _build(name: str, spec: Spec, paper: dict, *, act_layer: LayerFn = nn.ReLU,
            norm_layer: LayerFn = nn.BatchNorm2d, layer_scale: float | None = None, **kwargs) -> MobileNetV4:
     args = resolve_args(**{"dropout": 0.2, **kwargs})
     features, last = _body(spec, args, act_layer, norm_layer, layer_scale)
     head = round_channels(spec.head, max(1.0, args.alpha), args.rounding)
-    return MobileNetV4(features, last, args, name, head, act_layer, norm_layer, lookup_published(published, args))
+    return MobileNetV4(features, last, args, name, head, act_layer, norm_layer, lookup_published(paper, args))
 
 
 def _doc(fn):
@@ -347,33 +349,33 @@ def _doc(fn):
 @_doc
 def mobilenet_v4_conv_small(**kwargs) -> MobileNetV4:
     """MNv4-Conv-S: 73.8 % top-1 at 224, 3.8M params, 0.2G Mult-Adds (paper)."""
-    return _build("mobilenet_v4_conv_small", CONV_SMALL, PUBLISHED_CONV_SMALL, **kwargs)
+    return _build("mobilenet_v4_conv_small", CONV_SMALL, PAPER_CONV_SMALL, **kwargs)
 
 
 @register_model(published=PUBLISHED_CONV_MEDIUM)
 @_doc
 def mobilenet_v4_conv_medium(**kwargs) -> MobileNetV4:
     """MNv4-Conv-M: fused IB stem and UIB blocks; 9.72M params (timm)."""
-    return _build("mobilenet_v4_conv_medium", CONV_MEDIUM, PUBLISHED_CONV_MEDIUM, **kwargs)
+    return _build("mobilenet_v4_conv_medium", CONV_MEDIUM, {}, **kwargs)
 
 
 @register_model(published=PUBLISHED_CONV_LARGE)
 @_doc
 def mobilenet_v4_conv_large(**kwargs) -> MobileNetV4:
     """MNv4-Conv-L: 32.59M params (timm), published at 384×384."""
-    return _build("mobilenet_v4_conv_large", CONV_LARGE, PUBLISHED_CONV_LARGE, **kwargs)
+    return _build("mobilenet_v4_conv_large", CONV_LARGE, {}, **kwargs)
 
 
 @register_model(published=PUBLISHED_HYBRID_MEDIUM)
 @_doc
 def mobilenet_v4_hybrid_medium(**kwargs) -> MobileNetV4:
     """MNv4-Hybrid-M: Conv-M with Mobile MQA and layer scale; 11.07M params (timm)."""
-    return _build("mobilenet_v4_hybrid_medium", HYBRID_MEDIUM, PUBLISHED_HYBRID_MEDIUM, layer_scale=1e-5, **kwargs)
+    return _build("mobilenet_v4_hybrid_medium", HYBRID_MEDIUM, {}, layer_scale=1e-5, **kwargs)
 
 
 @register_model(published=PUBLISHED_HYBRID_LARGE)
 @_doc
 def mobilenet_v4_hybrid_large(**kwargs) -> MobileNetV4:
     """MNv4-Hybrid-L: Conv-L with Mobile MQA, layer scale and GELU; 37.76M params (timm), published at 384×384."""
-    return _build("mobilenet_v4_hybrid_large", HYBRID_LARGE, PUBLISHED_HYBRID_LARGE, act_layer=nn.GELU,
+    return _build("mobilenet_v4_hybrid_large", HYBRID_LARGE, {}, act_layer=nn.GELU,
                   layer_scale=1e-5, **kwargs)
