@@ -176,3 +176,24 @@ def test_count_cost_rejects_bad_resolution():
 def test_matches_printed():
     assert matches_printed(568.74, 569) and matches_printed(290.68, 290) and not matches_printed(291.6, 290)
     assert matches_printed(1.3316, 1.3) and matches_printed(0.47, 0.5) and not matches_printed(0.44, 0.5)
+
+
+def _meta_cost(name, alpha, res):
+    with torch.device("meta"):
+        return count_cost(create_model(name, alpha=alpha), res)
+
+
+def test_checkpoint_grids_are_reproduced():
+    # TF-Slim's checkpoint tables (../shared/papers.md §1.17 and §3.6): every V2 cell, and every V1 cell except the
+    # misprinted MACs of α = 0.75 and of 0.25 at 192 (papers.md §7, item 5). V2 params are weights and biases without
+    # BN, as TF-Slim counts them. V1's printed params (4.24M at α = 1) match no convention (weights 4.209M, with
+    # biases 4.210M, with BN 4.232M), so only its MACs are checked.
+    from mobilenet.models import mobilenet_v1, mobilenet_v2
+
+    for (a, r), (_, madds, params) in mobilenet_v2.CHECKPOINTS.items():
+        c = _meta_cost("mobilenet_v2", a, r)
+        assert matches_printed(c.mult_adds / 1e6, madds) and matches_printed(c.params_no_bn / 1e6, params), (a, r)
+    for (a, r), (_, madds, _) in mobilenet_v1.CHECKPOINTS.items():
+        # Within one printed unit (α = 0.5 at 224 counts 149.497M, printed 150); the misprints are 4M-8M off.
+        off = abs(_meta_cost("mobilenet_v1", a, r).mult_adds / 1e6 - madds)
+        assert off > 4 if a == 0.75 or (a, r) == (0.25, 192) else off < 1, (a, r)
