@@ -194,6 +194,6 @@ def test_checkpoint_grids_are_reproduced():
         c = _meta_cost("mobilenet_v2", a, r)
         assert matches_printed(c.mult_adds / 1e6, madds) and matches_printed(c.params_no_bn / 1e6, params), (a, r)
     for (a, r), (_, madds, _) in mobilenet_v1.CHECKPOINTS.items():
-        # Within one printed unit (α = 0.5 at 224 counts 149.497M, printed 150); the misprints are 4M-8M off.
+        # Within one printed unit (α = 0.5 at 224 counts 149.497M, printed 150); the misprints are 2.8M-8.4M off.
         off = abs(_meta_cost("mobilenet_v1", a, r).mult_adds / 1e6 - madds)
-        assert off > 4 if a == 0.75 or (a, r) == (0.25, 192) else off < 1, (a, r)
+        assert off > 2 if a == 0.75 or (a, r) == (0.25, 192) else off < 1, (a, r)
