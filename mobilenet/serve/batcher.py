@@ -28,6 +28,9 @@ import numpy as np
 
 from .protocol import ProtocolError
 
+# A model call expected to take less than this runs on the event loop itself: handing it to the worker thread and
+# back costs a good part of it. Longer calls run on the worker, so the server keeps reading requests meanwhile.
+_INLINE_SECONDS = 0.001
 
 @dataclass
 class _Pending:
@@ -58,6 +61,7 @@ class DynamicBatcher:
         self._last_size = 1  # images in the previous batch: how many the next one waits for
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mobilenet-batch")
         self._task: asyncio.Task | None = None
+        self._inline: dict[int, float] = {}  # batch size -> running mean seconds per call
 
     def start(self) -> None:
         """Starts the batching loop on the running event loop."""
@@ -126,7 +130,10 @@ class DynamicBatcher:
         images = batch[0].images if len(batch) == 1 else np.concatenate([p.images for p in batch])
         start = time.perf_counter()
         try:
-            logits = await loop.run_in_executor(self._pool, self.run, images)
+            if self._inline.get(len(images), 1.0) < _INLINE_SECONDS:
+                logits = self.run(images)
+            else:
+                logits = await loop.run_in_executor(self._pool, self.run, images)
         except Exception as e:
             if len(batch) == 1:
                 _settle(batch[0].future, error=e)
@@ -134,7 +141,10 @@ class DynamicBatcher:
             for item in batch:  # isolate the request that broke the batch
                 await self._execute([item])
             return
-        self._on_batch(len(images), time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self._inline[len(images)] = seconds if len(images) not in self._inline else (
+            0.8 * self._inline[len(images)] + 0.2 * seconds)
+        self._on_batch(len(images), seconds)
         offset = 0
         for item in batch:
             _settle(item.future, logits[offset:offset + len(item.images)])

@@ -50,6 +50,8 @@ class Level:
     mean_batch: float
     offline: Offline
     first_error: str = ""
+    model_s: float = 0.0    # mean seconds per model call in the server
+    server_s: float = 0.0   # mean seconds per request in the server (body read to response built)
 
     @property
     def images_per_s(self) -> float:
@@ -147,17 +149,30 @@ def _connect(address: tuple[str, int]) -> http.client.HTTPConnection:
     return conn
 
 
-def scrape_batches(address: tuple[str, int]) -> tuple[float, float]:
-    """The server's ``mobilenet_batch_size`` histogram sum and count (images and model calls so far)."""
+def scrape(address: tuple[str, int]) -> dict[str, float]:
+    """The server's histogram sums and counts (``mobilenet_batch_size_sum``, ``..._count``, ...) so far."""
     from prometheus_client.parser import text_string_to_metric_families
 
     conn = http.client.HTTPConnection(*address, timeout=30)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
-    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
-              if s.name in ("mobilenet_batch_size_sum", "mobilenet_batch_size_count")}
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name.endswith(("_sum", "_count"))}
+
+
+def scrape_batches(address: tuple[str, int]) -> tuple[float, float]:
+    """The server's ``mobilenet_batch_size`` histogram sum and count (images and model calls so far)."""
+    values = scrape(address)
     return values.get("mobilenet_batch_size_sum", 0.0), values.get("mobilenet_batch_size_count", 0.0)
+
+
+def _means(before: dict[str, float], after: dict[str, float]) -> tuple[float, float, float]:
+    """Between two scrapes: images per model call, seconds per model call, seconds per request in the server."""
+    def mean(name):
+        calls = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+        return (after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)) / max(calls, 1)
+    return mean("mobilenet_batch_size"), mean("mobilenet_batch_seconds"), mean("mobilenet_request_latency_seconds")
 
 
 class ServerProcess:
@@ -226,12 +241,11 @@ def bench_serve(runner, server_args: list[str], concurrencies=(1, 8, 32), reques
         for c in concurrencies:
             closed_loop(server.address, path, body, headers, c, 4 * c, time_limit)
             before = offline(runner, min(c, max_batch))
-            images0, calls0 = scrape_batches(server.address)
+            start = scrape(server.address)
             lat, failures, seconds, error = closed_loop(server.address, path, body, headers, c, requests, time_limit)
-            images1, calls1 = scrape_batches(server.address)
+            mean_batch, model_s, server_s = _means(start, scrape(server.address))
             ref = _mean(before, offline(runner, min(c, max_batch)))
-            mean_batch = (images1 - images0) / max(calls1 - calls0, 1)
-            levels.append(Level(c, len(lat), failures, seconds, lat, mean_batch, ref, error))
+            levels.append(Level(c, len(lat), failures, seconds, lat, mean_batch, ref, error, model_s, server_s))
     finally:
         status = server.stop()
     return levels, status
