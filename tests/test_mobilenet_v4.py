@@ -170,3 +170,10 @@ def test_onnx_export_parity_at_full_width(tmp_path):
     result = export_onnx(model, str(tmp_path / "v4.onnx"), model_info(model), num_images=2,
                          tolerance=1e-5 * max(1.0, scale))
     assert scale > 1 and result.max_abs_diff <= 1e-5 * scale
+
+
+def test_reproduce_cost_table_matches_every_published_cell():
+    from mobilenet.reproduce.tables import v4_costs
+
+    cells = [cell for _, _, cell in v4_costs().cells() if cell.printed is not None]
+    assert len(cells) == 9 and all(cell.match for cell in cells)

@@ -376,7 +376,45 @@ def v2_headline() -> CostTable:
     )
 
 
+# MobileNetV4's published numbers (../shared/papers.md §5): the paper's Conv-S (0.2G Mult-Adds, 3.8M params) and
+# timm's parameter counts for its released weights, with each model's published input side.
+V4_PUBLISHED = {
+    # model                        side  paper G  paper M  timm M
+    "mobilenet_v4_conv_small": (224, 0.2, 3.8, 3.77),
+    "mobilenet_v4_conv_medium": (224, None, None, 9.72),
+    "mobilenet_v4_conv_large": (384, None, None, 32.59),
+    "mobilenet_v4_hybrid_medium": (224, None, None, 11.07),
+    "mobilenet_v4_hybrid_large": (384, None, None, 37.76),
+}
+
+
+def v4_costs() -> CostTable:
+    """MobileNetV4's five models at 224 and at their published input side, beside the paper's and timm's numbers."""
+    from ..models import published_table
+
+    rows = []
+    for name, (side, madds_g, params_m, timm_m) in V4_PUBLISHED.items():
+        with torch.device("meta"):  # only shapes are needed; the large models would allocate 150 MB each
+            model = create_model(name)
+        for res in sorted({224, side}):
+            cost = count_cost(model, res)
+            top1 = published_table(name).get((1.0, res), (None,))[0]
+            rows.append([name, res, f"{top1}" if top1 is not None else "—",
+                         Cell(cost.mult_adds / 1e9, madds_g if res == 224 else None, cost.mult_adds, decimals=3),
+                         Cell(cost.params / 1e6, params_m, cost.params, decimals=3),
+                         Cell(cost.params / 1e6, timm_m, cost.params, decimals=3)])
+    return CostTable(
+        "v4_costs", "MobileNetV4 (arXiv 2404.10518): cost at 224 and at each model's published input side",
+        ["Model", "Input side", "ImageNet top-1 % (published)", "Billion Mult-Adds", "Million Parameters",
+         "Million Parameters, timm's count"], rows,
+        ["Mult-Adds include attention's Q·Kᵀ and A·V products (hybrid models); params count every parameter, BN "
+         "and layer scale included, as timm's published counts do.",
+         "Of the paper's figures only Conv-S's are on record (../shared/papers.md §5); the larger models are compared "
+         "with timm's published parameter counts, the layout their released weights have."],
+    )
+
+
 def all_tables() -> list[CostTable]:
     """Every cost table of the report, in the paper's order."""
     return [v1_table1(), v1_table2(), v1_table3(), v1_table4(), v1_table5(), v1_table6(), v1_table7(), v1_grid(),
-            v2_table2(), v2_headline()]
+            v2_table2(), v2_headline(), v4_costs()]
