@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ..layers import ConvBNAct, LayerFn, LayerScale, MultiQueryAttention, make_divisible, round_channels
-from .base import MobileNet, ModelArgs, lookup_published, resolve_args
+from .base import MobileNet, ModelArgs, document_args, lookup_published, resolve_args
 from .registry import register_model
 
 
@@ -327,22 +327,14 @@ def _build(name: str, spec: Spec, paper: dict, *, act_layer: LayerFn = nn.ReLU,
     return MobileNetV4(features, last, args, name, head, act_layer, norm_layer, lookup_published(paper, args))
 
 
-def _doc(fn):
-    fn.__doc__ += """
-    Args:
-        alpha: width multiplier α (default 1.0): every table width × α, rounded to a multiple of 8; attention heads
-            and key width unchanged; the 1280 pre-logits width only when α > 1.
-        resolution: input side the model is meant for (default 224); the network accepts any side.
-        rho: resolution multiplier ρ, instead of ``resolution``: resolution = round(224·ρ).
-        num_classes: classifier outputs (default 1000).
-        in_chans: input channels (default 3).
-        dropout: dropout before the classifier (default 0.2).
-        rounding: channel rounding policy (default ``"divisible8"``).
-        act_layer, norm_layer: activation and norm of every layer (defaults as the paper's model, BatchNorm2d).
-
-    Inputs are float images normalised with the ImageNet mean and std, (B, in_chans, H, W).
-    """
-    return fn
+_doc = document_args(
+    alpha="every table width × α, rounded to a multiple of 8; attention heads and key width unchanged; the 1280-wide "
+          "pre-logits only when α > 1",
+    dropout="default 0.2",
+    rounding='default ``"divisible8"``',
+    act_layer="activation of every layer (default ReLU; GELU for Hybrid-L)",
+    norm_layer="norm of every layer (default BatchNorm2d)",
+)
 
 
 @register_model(published=PUBLISHED_CONV_SMALL)
