@@ -87,3 +87,52 @@ def _info(model):
     from mobilenet.deploy import model_info
 
     return model_info(model)
+
+
+# --- reduced precision on a trained checkpoint ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint trained on the embedded 'patterns' data: the demo model, 2 epochs (about 30 % val top-1, 64
+    classes), or the run directory in $MOBILENET_TEST_CHECKPOINT."""
+    import os
+
+    from mobilenet.train import TrainConfig, train
+
+    given = os.environ.get("MOBILENET_TEST_CHECKPOINT")
+    if given:
+        return given
+    out = tmp_path_factory.mktemp("demo") / "run"
+    train(TrainConfig(epochs=2, output=str(out), progress=False))
+    return str(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"])
+def test_reduced_precision_keeps_top1_on_a_trained_checkpoint(trained, backend):
+    from mobilenet.cli.infer import _auto_val
+    from mobilenet.deploy import make_runner
+    from mobilenet.deploy.backends import available_backends
+    from mobilenet.train import load_checkpoint
+
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not installed")
+    model, ckpt = load_checkpoint(trained)
+    (images, labels), calib = _auto_val(ckpt, limit=1000)
+    reference = make_runner(model, "torch")
+    runner = make_runner(model, backend, calib=calib)
+    ref_pred = torch.cat([reference(images[i:i + 100]).argmax(1) for i in range(0, len(images), 100)])
+    pred = torch.cat([runner(images[i:i + 100]).argmax(1) for i in range(0, len(images), 100)])
+    drop = 100 * float((ref_pred == labels).float().mean() - (pred == labels).float().mean())
+    agree = float((pred == ref_pred).float().mean())
+    print(f"{backend} ({runner.precision}): top-1 drop {drop:+.2f} points, agreement {100 * agree:.1f}%")
+    assert drop <= 0.5 and agree >= 0.9
+
+
+@pytest.mark.slow
+def test_cli_eval_auto_on_a_trained_checkpoint(trained, capsys):
+    from mobilenet.cli.main import main
+
+    assert main(["eval", "--checkpoint", trained, "--backend", "auto", "--limit", "200", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "backend auto:" in captured.err and json.loads(captured.out)["top1"] > 5  # 64 classes: chance is 1.6 %

@@ -121,9 +121,9 @@ def run_export(args: argparse.Namespace) -> int:
     if args.backend == "auto":
         from ..deploy.auto import export_auto
 
-        val = _checkpoint_val(args.checkpoint) if args.checkpoint else None
-        runner = export_auto(model, info, args.out, batch=args.batch, val=val, max_top1_drop=args.max_top1_drop,
-                             opset=args.opset)
+        val, calib = _checkpoint_val(args.checkpoint) if args.checkpoint else (None, None)
+        runner = export_auto(model, info, args.out, batch=args.batch, val=val, calib=calib,
+                             max_top1_drop=args.max_top1_drop, opset=args.opset)
         print(f"backend auto at batch {args.batch}: {runner.backend} ({runner.precision}) wrote {args.out}; "
               + ", ".join(f"{b} {1e3 * t:.2f} ms" for b, t in runner.auto["seconds"].items()))
     else:

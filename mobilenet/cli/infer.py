@@ -55,15 +55,17 @@ def _on_backend(model, args: argparse.Namespace, ckpt: dict, batch: int):
         return model
     from ..deploy.backends import make_runner
 
-    val = _auto_val(ckpt) if args.backend == "auto" else None
-    runner = make_runner(model, args.backend, batch=batch, val=val, max_top1_drop=args.max_top1_drop)
+    val, calib = _auto_val(ckpt) if args.backend == "auto" else (None, None)
+    runner = make_runner(model, args.backend, batch=batch, val=val, calib=calib, max_top1_drop=args.max_top1_drop)
     if args.backend == "auto":
         print(f"backend auto: {runner.backend} ({runner.precision}); {runner.note}", file=sys.stderr)
     return runner
 
 
-def _auto_val(ckpt: dict, limit: int = 500):
-    """Up to ``limit`` validation images and labels of the checkpoint's own data, to measure top-1 deltas on."""
+def _auto_val(ckpt: dict, limit: int = 500, calib_size: int = 300):
+    """``((images, labels), calibration images)`` from the checkpoint's own data: up to ``limit`` validation images
+    to measure top-1 deltas on, and ``calib_size`` training images to calibrate int8 on; ``(None, None)`` when the
+    data is not here."""
     import torch
 
     from ..data import load_data
@@ -73,14 +75,15 @@ def _auto_val(ckpt: dict, limit: int = 500):
         bundle = load_data(cfg["data"], data_format=cfg.get("data_format"),
                            resolution=ckpt["model_kwargs"]["resolution"], in_chans=ckpt["in_chans"],
                            seed=cfg.get("seed", 0), val_fraction=cfg.get("val_fraction", 0.1), augment="none",
-                           limit=limit)
+                           limit=max(limit, calib_size))
     except (MobileNetError, OSError):
-        return None  # the training data is not here: only float backends are candidates
+        return None, None  # the training data is not here: only float backends are candidates
     if bundle.val is None or len(bundle.val) == 0:
-        return None
+        return None, None
     n = min(limit, len(bundle.val))
     images = torch.stack([bundle.val[i][0] for i in range(n)])
-    return images, torch.tensor([bundle.val[i][1] for i in range(n)])
+    calib = torch.stack([bundle.train[i][0] for i in range(min(calib_size, len(bundle.train)))])
+    return (images, torch.tensor([bundle.val[i][1] for i in range(n)])), calib
 
 
 def _eval_data(args: argparse.Namespace, ckpt: dict):

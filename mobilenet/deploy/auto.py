@@ -146,7 +146,7 @@ def _write(path: str, cache: dict) -> None:
 FILE_BACKENDS = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16")  # all run one ONNX file
 
 
-def export_auto(model, info, out_path: str, batch: int = 1, val=None, max_top1_drop: float = 0.5,
+def export_auto(model, info, out_path: str, batch: int = 1, val=None, calib=None, max_top1_drop: float = 0.5,
                 opset: int = 17):
     """Writes the ONNX file of the fastest ONNX-file backend (see :func:`auto_runner`) to ``out_path``.
 
@@ -163,7 +163,8 @@ def export_auto(model, info, out_path: str, batch: int = 1, val=None, max_top1_d
     from .export import export_onnx
 
     candidates = [b for b in FILE_BACKENDS if b in available_backends()]
-    runner = auto_runner(model, info, batch=batch, val=val, max_top1_drop=max_top1_drop, candidates=candidates)
+    runner = auto_runner(model, info, batch=batch, val=val, max_top1_drop=max_top1_drop, calib=calib,
+                         candidates=candidates)
     if runner.precision == "int8":
         shutil.copyfile(runner.onnx_path, out_path)
     else:
