@@ -17,8 +17,13 @@ def test_registry_lists_the_paper_models():
     assert list_models("nothing*") == []
 
 
-@pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("side", [32, 193])
+# MobileNetV4's medium and large models take 15-20 s each at 193 px with gradients; 32 px covers them by default.
+_HEAVY = {n for n in MODELS if n.startswith("mobilenet_v4") and n != "mobilenet_v4_conv_small"}
+
+
+@pytest.mark.parametrize("side, name", [pytest.param(side, name, marks=[pytest.mark.slow] if side == 193
+                                                     and name in _HEAVY else []) for side in (32, 193)
+                                        for name in MODELS])
 def test_output_shape_no_nan_and_gradients(name, side):
     torch.manual_seed(0)
     model = create_model(name, alpha=0.5, num_classes=7, resolution=side)
