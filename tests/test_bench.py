@@ -47,7 +47,10 @@ def test_derived_columns_are_consistent(report):
             assert faster.speedup_vs_torch >= slower.speedup_vs_torch
         torch_row = next(r for r in rows if r.backend == "torch")
         assert torch_row.speedup_vs_torch == 1.0
-        assert all(0 < r.pct_of_peak < 150 for r in rows)
+        # fp32 runtimes stay near torch.mm's rate; bf16 and int8 ones may beat torch's own bf16/int8 GEMM kernels
+        # at the quick run's 512² size, so only positivity is asserted for them.
+        assert all(0 < r.pct_of_peak for r in rows)
+        assert all(r.pct_of_peak < 150 for r in rows if r.peak_kind == "fp32")
         for r in rows:  # % of peak is against the GEMM of the precision that ran, timed in the same rounds
             assert r.peak_kind == peak_kind(r.precision) and r.peak_gflops > 0
             assert r.pct_of_peak == pytest.approx(100 * 2 * r.gmac_per_s / r.peak_gflops)

@@ -36,12 +36,16 @@ def quantize_openvino(ov_model, calib: np.ndarray):
         import nncf
     except ImportError:
         raise MobileNetError("openvino-int8 needs the nncf package: pip install 'mobilenet[openvino]'") from None
+    import contextlib
+    import io
     import logging
 
-    logging.getLogger("nncf").setLevel(logging.ERROR)  # progress bars and advice, not results
+    logging.getLogger("nncf").setLevel(logging.ERROR)
     items = [calib[i:i + 1] for i in range(len(calib))]
-    return nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.MIXED,
-                         subset_size=len(items))
+    # NNCF draws progress bars on stdout (rich), which would land in the middle of a command's tables or JSON.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.MIXED,
+                             subset_size=len(items))
 
 
 def compile_openvino(onnx_path: str, backend: str, threads: int, calib: np.ndarray | None = None):
