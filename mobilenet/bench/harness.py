@@ -121,7 +121,8 @@ def measure_alone(runners: dict, x: torch.Tensor, cost, quick: bool, repeats: in
         latency = timings[name].median
         kind = peak_kind(runner.precision)
         gmacs = cost.mult_adds * batch / latency / 1e9
-        rows[name] = Row(runner.info.name, runner.info.alpha, runner.info.resolution, name, batch, 1e3 * latency,
+        label = f"auto:{runner.backend}" if name == "auto" else name  # which backend auto chose
+        rows[name] = Row(runner.info.name, runner.info.alpha, runner.info.resolution, label, batch, 1e3 * latency,
                          batch / latency, gmacs, 100 * 2 * gmacs / rates[kind], base / latency, cost.mult_adds,
                          rounds, precision=runner.precision, peak_kind=kind, peak_gflops=rates[kind],
                          spread_pct=100 * timings[name].spread, gemm_peak_gflops=rates["fp32"], note=runner.note)

@@ -4,8 +4,8 @@
 * ``openvino-bf16``: OpenVINO's own default on CPUs with bf16 instructions (AVX512-BF16, AMX): convolutions and
   matmuls in bf16. On a CPU without them the plugin runs f32, and the runner's ``precision`` says so.
 * ``openvino-int8``: post-training quantization with NNCF on calibration images (the ``MIXED`` preset: symmetric
-  weights, asymmetric activations; per-channel weight scales, as for ONNX Runtime). The layers NNCF leaves in float
-  run at f32.
+  per-channel weights, asymmetric activations with min/max ranges, as for ONNX Runtime). The layers NNCF leaves in
+  float run at f32.
 
 OpenVINO reads the same ONNX file as ONNX Runtime (``openvino.Core.read_model``), so every backend runs the one
 exported, BN-folded graph that ``mobilenet export`` proved equal to PyTorch.
@@ -40,12 +40,19 @@ def quantize_openvino(ov_model, calib: np.ndarray):
     import io
     import logging
 
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     logging.getLogger("nncf").setLevel(logging.ERROR)
     items = [calib[i:i + 1] for i in range(len(calib))]
     # NNCF draws progress bars on stdout (rich), which would land in the middle of a command's tables or JSON.
+    # Activation ranges from the plain min/max over the calibration images, as for ONNX Runtime: NNCF's default
+    # (averaged per-image extremes) clips MobileNet's activations; on a trained V1 α 0.25 it cost 6.9 points of
+    # top-1 (65 % agreement with fp32), min/max 0.1 points (95.5 %).
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     with contextlib.redirect_stdout(io.StringIO()):
         return nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.MIXED,
-                             subset_size=len(items))
+                             subset_size=len(items), advanced_parameters=advanced)
 
 
 def compile_openvino(onnx_path: str, backend: str, threads: int, calib: np.ndarray | None = None):
