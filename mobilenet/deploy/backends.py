@@ -68,6 +68,7 @@ class Runner:
                  precision: str = "fp32"):
         self.backend, self.info, self._fn, self.note, self.precision = backend, info, fn, note, precision
         self.module, self.onnx_path = module, onnx_path
+        self.auto: dict | None = None  # for backend auto: the timings, top-1 drops and choice it was picked by
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     def __call__(self, images) -> torch.Tensor:
@@ -185,21 +186,25 @@ def _onnx_file(model, info: ModelInfo | None, onnx_path: str | None):
     """``(path, info, note, tmp)``: ``onnx_path`` checked against the model, or a fresh export into ``tmp``."""
     if onnx_path is not None:
         stored = check_matches(onnx_path, info) if info is not None else read_info(onnx_path)
-        return onnx_path, info or stored, f"{os.path.basename(onnx_path)}", None
+        return onnx_path, info or stored, os.path.basename(onnx_path), None
     tmp = tempfile.TemporaryDirectory(prefix="mobilenet-")
     path = os.path.join(tmp.name, f"{info.name}.onnx")
     export_onnx(model, path, info)
     return path, info, "exported fp32", tmp
 
 
+def _calibration(calib, info: ModelInfo) -> np.ndarray:
+    """``calib`` as a float32 array, or 32 sample images when none were given."""
+    if calib is None:
+        calib, _ = sample_images(32, info.resolution, info.in_chans, info.mean, info.std, seed=1)
+    return np.ascontiguousarray(calib.numpy() if isinstance(calib, torch.Tensor) else calib, dtype=np.float32)
+
+
 def _openvino_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
     from .openvino import compile_openvino
 
     path, info, _, tmp = _onnx_file(model, info, onnx_path)
-    if backend == "openvino-int8" and calib is None:
-        calib, _ = sample_images(32, info.resolution, info.in_chans, info.mean, info.std, seed=1)
-    if calib is not None:
-        calib = np.ascontiguousarray(calib.numpy() if isinstance(calib, torch.Tensor) else calib, dtype=np.float32)
+    calib = _calibration(calib, info) if backend == "openvino-int8" else None
     run, precision, note = compile_openvino(path, backend, threads or torch.get_num_threads(), calib)
     runner = Runner(backend, info, run, note, onnx_path=path, precision=precision)
     runner._tmp = tmp
@@ -207,23 +212,13 @@ def _openvino_runner(model, backend: str, info: ModelInfo | None, onnx_path: str
 
 
 def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
-
-    tmp = None
-    if onnx_path is not None:
-        stored = check_matches(onnx_path, info) if info is not None else read_info(onnx_path)
-        info = info or stored
-        path, note = onnx_path, f"ONNX Runtime, {os.path.basename(onnx_path)}"
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="mobilenet-")
-        path = os.path.join(tmp.name, f"{info.name}.onnx")
-        export_onnx(model, path, info)
-        note = "ONNX Runtime, exported fp32"
-        if backend == "onnxruntime-int8":
-            if calib is None:
-                calib, _ = sample_images(32, info.resolution, info.in_chans, info.mean, info.std, seed=1)
-            int8_path = os.path.join(tmp.name, f"{info.name}.int8.onnx")
-            quantize_onnx(path, int8_path, calib)
-            path, note = int8_path, f"ONNX Runtime, int8 calibrated on {len(calib)} images"
+    path, info, source, tmp = _onnx_file(model, info, onnx_path)
+    note = f"ONNX Runtime, {source}"
+    if backend == "onnxruntime-int8" and onnx_path is None:
+        calib = _calibration(calib, info)
+        int8_path = os.path.join(tmp.name, f"{info.name}.int8.onnx")
+        quantize_onnx(path, int8_path, calib)
+        path, note = int8_path, f"ONNX Runtime, int8 calibrated on {len(calib)} images"
     session = ort_session(path, threads)
     quantized = any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear")
                     for node in _graph_nodes(path))
