@@ -86,6 +86,8 @@ def test_table_and_csv_have_every_column(report, tmp_path):
     markdown = report.markdown()
     assert "| model | batch | backend | precision |" in markdown and "× OpenVINO best" in markdown
     assert markdown.count("\n| mobilenet_v2") == len(report.rows)
+    if any(r.backend.startswith("openvino") for r in report.rows):
+        assert markdown.count("best without OpenVINO") == 2  # one per batch size
     path = report.write_csv(str(tmp_path / "b.csv"))
     rows = list(csv.DictReader(open(path)))
     assert len(rows) == len(report.rows)

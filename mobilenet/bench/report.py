@@ -107,7 +107,7 @@ class Report:
                     f"{r.other_time_pct:5.1f}  | {r.dw_madds_pct:5.1f} {r.pw_madds_pct:5.1f} {r.other_madds_pct:5.1f}"
                     f"   | {r.pw_gmac_per_s:16.1f} {r.mm_gmac_per_s:10.1f} {r.pw_pct_of_mm:8.1f}")
         notes = sorted({f"{r.backend}: {r.note}" for r in self.rows if r.note})
-        return "\n".join(lines + [""] + notes + [""] + self.int8_lines())
+        return "\n".join(lines + [""] + notes + [""] + self.int8_lines() + self.openvino_lines())
 
     def markdown(self) -> str:
         """The README table: ratios first (to torch eager, to OpenVINO's best), then % of the matching peak."""
@@ -117,7 +117,7 @@ class Report:
             lines.append(f"| {_label(r)} | {r.batch} | {r.backend} | {r.precision} ({r.peak_kind} peak) | "
                          f"{r.latency_ms:.2f} | {r.spread_pct:.0f} | {r.images_per_s:.1f} | {r.pct_of_peak:.1f} | "
                          f"{r.speedup_vs_torch:.2f} | {_opt(r.vs_openvino, 0)} |")
-        return "\n".join(lines + [""] + [f"- {line}" for line in self.int8_lines()])
+        return "\n".join(lines + [""] + [f"- {line}" for line in self.int8_lines() + self.openvino_lines()])
 
     def int8_lines(self) -> list[str]:
         """One line per runtime, model and batch: int8 speed over the same runtime's fp32."""
@@ -128,6 +128,22 @@ class Report:
             if backend.endswith("-int8") and base is not None:
                 lines.append(f"{backend} vs its fp32, {model} a{alpha:g} r{res} batch {batch}: "
                              f"x{base.latency_ms / r.latency_ms:.2f}")
+        return lines
+
+
+    def openvino_lines(self) -> list[str]:
+        """Per model and batch: the fastest backend that is not OpenVINO against OpenVINO's fastest."""
+        groups: dict[tuple, list[Row]] = {}
+        for r in self.rows:
+            groups.setdefault((_label(r), r.batch), []).append(r)
+        lines = []
+        for (label, batch), rows in groups.items():
+            ours = [r for r in rows if not r.backend.startswith(("openvino", "auto"))]
+            theirs = [r for r in rows if r.backend.startswith("openvino")]
+            if ours and theirs:
+                best, ov = min(ours, key=lambda r: r.latency_ms), min(theirs, key=lambda r: r.latency_ms)
+                lines.append(f"best without OpenVINO, {label} batch {batch}: {best.backend} ({best.precision}) "
+                             f"x{ov.latency_ms / best.latency_ms:.2f} OpenVINO's best ({ov.backend}, {ov.precision})")
         return lines
 
 
