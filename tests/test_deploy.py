@@ -158,6 +158,16 @@ def test_backends_agree_with_eager(tmp_path):
         torch.testing.assert_close(runner(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_torch_bf16_says_what_ran_and_agrees_on_top1():
+    model = trained_like("mobilenet_v3_small", num_classes=5)
+    x = images(24, seed=7)
+    runner = make_runner(model, "torch-bf16", compile=False)
+    assert runner.precision == ("bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32")
+    out = runner(x)
+    assert out.dtype == torch.float32
+    assert (out.argmax(1) == make_runner(model, "torch")(x).argmax(1)).float().mean() >= 0.9
+
+
 def test_int8_agrees_with_fp32_top1(tmp_path):
     from mobilenet.deploy.quantize import quantize_onnx
 
