@@ -13,10 +13,15 @@ Why blocks and not one call of each per round: a runtime's worker threads keep s
 returns (torch's OpenMP pool most of all), so the next runtime's first call shares the cores with them and looks
 twice as slow as it is. The pause lets those threads go to sleep, the settling calls absorb what is left, and the
 alternation still puts every callable in the same time windows, so ratios survive a machine whose load changes.
+
+:func:`machine_name` and :func:`library_versions` name what a measurement was taken on (benchmark files, the
+``auto`` backend's cache).
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -122,3 +127,30 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int | di
             timings[name].times.extend(times)
             timings[name].blocks.append(sum(times) / len(times))
     return timings
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of torch and of every installed inference runtime."""
+    import importlib.metadata
+
+    versions = {"torch": torch.__version__}
+    for name in ("onnxruntime", "openvino", "nncf"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def machine_name() -> str:
+    """The CPU model (from /proc/cpuinfo where available) and the core count."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} {os.cpu_count()}cpu"

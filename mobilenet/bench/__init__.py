@@ -2,7 +2,6 @@
 
 from .harness import DEFAULT_MODELS, measure_alone, run_bench
 from .peaks import gemm_peak
-from .report import Report, Row, library_versions, machine_name
+from .report import Report, Row
 
-__all__ = ["DEFAULT_MODELS", "Report", "Row", "gemm_peak", "library_versions", "machine_name", "measure_alone",
-           "run_bench"]
+__all__ = ["DEFAULT_MODELS", "Report", "Row", "gemm_peak", "measure_alone", "run_bench"]

@@ -21,10 +21,10 @@ from ..deploy.backends import CONCRETE, available_backends, make_runner
 from ..deploy.images import sample_images
 from ..errors import MobileNetError
 from ..models import create_model
-from ..timing import PAUSE, SETTLE, alternate, time_call
+from ..timing import PAUSE, SETTLE, alternate, library_versions, machine_name, time_call
 from .breakdown import fill_breakdown
 from .peaks import KINDS, gemm_call, gemm_rate, peak_kind
-from .report import Report, Row, library_versions, machine_name
+from .report import Report, Row
 
 DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large")
 BLOCK_SECONDS = 0.25  # timed seconds per block: long enough for a runtime to settle, short enough to alternate

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import platform
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -157,32 +156,3 @@ def _label(r: Row) -> str:
 
 def _rounded(d: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of torch and of every installed inference runtime."""
-    import importlib.metadata
-
-    import torch
-
-    versions = {"torch": torch.__version__}
-    for name in ("onnxruntime", "openvino", "nncf"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def machine_name() -> str:
-    """The CPU model (from /proc/cpuinfo where available) and the core count."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} {os.cpu_count()}cpu"

@@ -17,7 +17,7 @@ import os
 import torch
 
 from ..errors import MobileNetError
-from ..timing import PAUSE, SETTLE, alternate
+from ..timing import PAUSE, SETTLE, alternate, library_versions, machine_name
 
 CACHE_ENV = "MOBILENET_AUTO_CACHE"
 
@@ -31,8 +31,6 @@ def cache_path() -> str:
 
 
 def cache_key(model, info, batch: int, threads: int, with_val: bool) -> str:
-    from ..bench.report import library_versions, machine_name
-
     digest = hashlib.sha256()
     for tensor in model.state_dict().values():
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
