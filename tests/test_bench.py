@@ -138,3 +138,6 @@ def test_cli_bench_quick_json_and_csv(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--batch", "0"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:  # argparse expands % in help texts: every one must be escaped
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0 and "--markdown" in capsys.readouterr().out

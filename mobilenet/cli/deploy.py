@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-layer-kind profile")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement instead of tables")
     p.add_argument("--markdown", action="store_true", help="print the README's markdown table (ratios to torch "
-                   "eager and to OpenVINO's best, % of the matching GEMM peak, int8 vs fp32) instead of tables")
+                   "eager and to OpenVINO's best, %% of the matching GEMM peak, int8 vs fp32) instead of tables")
     p.add_argument("--csv", metavar="PATH", help="CSV path (default results/bench_<machine>_<versions>.csv)")
     p.set_defaults(func=run_bench)
 
