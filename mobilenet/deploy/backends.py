@@ -59,8 +59,8 @@ class Runner:
         note: how the backend was set up, including any fallback taken.
         module: the PyTorch module behind a torch backend (``None`` for ONNX Runtime).
         onnx_path: the ONNX file behind an ONNX Runtime or OpenVINO backend.
-        precision: the arithmetic that actually runs: ``fp32``, ``bf16``, ``int8`` (``int8+fp32``: int8 layers
-            with the rest in fp32).
+        precision: the arithmetic that actually runs: ``fp32``, ``bf16``, ``int8`` (``int8+bf16``: int8 layers
+            with the rest in bf16).
     """
 
     def __init__(self, backend: str, info: ModelInfo, fn: Callable[[torch.Tensor | np.ndarray], torch.Tensor],
