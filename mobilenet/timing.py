@@ -6,13 +6,13 @@ Two primitives, both excluding warm-up and both reporting medians with their spr
   of calls sized so that timer overhead vanishes, threads pinned to torch's current setting), because nothing else
   runs in between.
 * :func:`alternate` times several callables "as if each ran alone": in blocks of calls per callable, the blocks
-  alternated across rounds (order rotated each round), with untimed settling calls and a short pause before every
-  block. ``torch.utils.benchmark`` cannot do this: it times one statement per call and has no notion of rounds.
+  alternated across rounds (order rotated each round), with untimed settling calls before every block.
+  ``torch.utils.benchmark`` cannot do this: it times one statement per call and has no notion of rounds.
 
 Why blocks and not one call of each per round: a runtime's worker threads keep spinning for a while after its call
 returns (torch's OpenMP pool most of all), so the next runtime's first call shares the cores with them and looks
-twice as slow as it is. The pause lets those threads go to sleep, the settling calls absorb what is left, and the
-alternation still puts every callable in the same time windows, so ratios survive a machine whose load changes.
+twice as slow as it is. The settling calls absorb that and wake the runtime's own pool, and the alternation still
+puts every callable in the same time windows, so ratios survive a machine whose load changes.
 
 :func:`machine_name` and :func:`library_versions` name what a measurement was taken on (benchmark files, the
 ``auto`` backend's cache).
@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-# For callables from different runtimes, before every block: a 50 ms pause lets the previous runtime's spinning
-# threads go to sleep (GNU OpenMP spins for milliseconds), then two untimed calls wake this runtime's own pool and
-# caches. With these, ONNX Runtime timed right after torch blocks stays within 15 % of ONNX Runtime timed alone
-# (tests/test_timing.py); one call of each per round measured it up to 2x slower.
-SETTLE, PAUSE = 2, 0.05
+# For callables from different runtimes, before every block: untimed calls for at least 20 ms (two at least). They
+# absorb the previous runtime's threads that keep spinning after its last call and wake this runtime's own pool and
+# caches. Measured with ONNX Runtime right after torch blocks against ONNX Runtime alone (tests/test_timing.py):
+# within 2 % with this settling, up to 20 % off with two calls only, 2.1x slower with one call of each per round. A
+# sleep before the block instead of calls did not help.
+SETTLE, SETTLE_TIME = 2, 0.02
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def measure(fn: Callable[[], object], min_time: float = 0.2, max_runs: int | Non
 
 
 def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int | dict[str, int] = 1, warmup: int = 1,
-              settle: int = 0, pause: float = 0.0) -> dict[str, Timing]:
+              settle: int = 0, settle_time: float = 0.0) -> dict[str, Timing]:
     """Times every callable in ``fns`` in alternating blocks, as if each ran alone.
 
     Args:
@@ -109,7 +110,8 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int | di
             a block of similar length).
         warmup: untimed calls of each callable before the first round.
         settle: untimed calls at the start of every block (absorb the previous callable's still-spinning threads).
-        pause: seconds to sleep before every block (lets those threads go to sleep; 0.02 is plenty for OpenMP).
+        settle_time: keep making untimed calls until this many seconds have passed (after ``settle`` calls), so a
+            fast callable settles as long as a slow one.
 
     Returns:
         name -> :class:`Timing` of every timed call.
@@ -121,12 +123,19 @@ def alternate(fns: dict[str, Callable[[], object]], rounds: int, block: int | di
     timings: dict[str, Timing] = {name: Timing([], []) for name in names}
     for r in range(max(1, rounds)):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            if pause:
-                time.sleep(pause)
-            times = time_call(fns[name], settle, block[name] if isinstance(block, dict) else block)
+            _settle(fns[name], settle, settle_time)
+            times = time_call(fns[name], 0, block[name] if isinstance(block, dict) else block)
             timings[name].times.extend(times)
             timings[name].blocks.append(sum(times) / len(times))
     return timings
+
+
+def _settle(fn: Callable[[], object], calls: int, seconds: float) -> None:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    while time.perf_counter() - start < seconds:
+        fn()
 
 
 def library_versions() -> dict[str, str]:

@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-from mobilenet.timing import PAUSE, SETTLE, Timing, alternate, measure, time_call
+from mobilenet.timing import SETTLE, SETTLE_TIME, Timing, alternate, measure, time_call
 
 
 def test_time_call_and_measure_count_calls():
@@ -38,7 +38,7 @@ def test_spread_is_relative_interquartile_range():
 
 def test_onnxruntime_after_torch_blocks_runs_as_if_alone():
     # torch's OpenMP threads keep spinning after each call; one call per backend per round would charge that to
-    # whatever runs next. In blocks with the benchmark's pause and settling calls, ONNX Runtime measured right after
+    # whatever runs next. In blocks with the benchmark's settling calls, ONNX Runtime measured right after
     # torch must be within 15 % of ONNX Runtime measured alone. Medians of paired repeats keep a shared machine's
     # noise out.
     pytest.importorskip("onnxruntime")
@@ -52,7 +52,8 @@ def test_onnxruntime_after_torch_blocks_runs_as_if_alone():
     ratios = []
     for _ in range(7):  # few torch calls: on an oversubscribed machine each 2-thread eager call can take 0.1 s
         alone = alternate({"onnxruntime": calls["onnxruntime"]}, rounds=2, block=6, settle=SETTLE,
-                          pause=PAUSE)["onnxruntime"].median
-        after = alternate(calls, rounds=2, block=6, settle=SETTLE, pause=PAUSE)["onnxruntime"].median
+                          settle_time=SETTLE_TIME)["onnxruntime"].median
+        after = alternate(calls, rounds=2, block={"torch": 2, "onnxruntime": 6}, settle=SETTLE,
+                          settle_time=SETTLE_TIME)["onnxruntime"].median
         ratios.append(after / alone)
     assert abs(statistics.median(ratios) - 1) < 0.15, ratios

@@ -21,7 +21,7 @@ from ..deploy.backends import CONCRETE, available_backends, make_runner
 from ..deploy.images import sample_images
 from ..errors import MobileNetError
 from ..models import create_model
-from ..timing import PAUSE, SETTLE, alternate, library_versions, machine_name, time_call
+from ..timing import SETTLE, SETTLE_TIME, alternate, library_versions, machine_name, time_call
 from .breakdown import fill_breakdown
 from .peaks import KINDS, gemm_call, gemm_rate, peak_kind
 from .report import Report, Row
@@ -112,7 +112,7 @@ def measure_alone(runners: dict, x: torch.Tensor, cost, quick: bool, repeats: in
         blocks = {name: 2 if quick else int(min(20, max(3, BLOCK_SECONDS / max(t, 1e-5)))) for name, t in
                   first.items()}
         rounds = repeats or (2 if quick else 5)
-        timings = alternate(calls, rounds=rounds, block=blocks, warmup=0, settle=SETTLE, pause=PAUSE)
+        timings = alternate(calls, rounds=rounds, block=blocks, warmup=0, settle=SETTLE, settle_time=SETTLE_TIME)
     rates = {kind: gemm_rate(gemm_n, timings.pop(f"gemm-{kind}").median) for kind in KINDS}
     batch = x.shape[0]
     base = timings["torch"].median

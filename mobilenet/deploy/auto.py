@@ -17,7 +17,7 @@ import os
 import torch
 
 from ..errors import MobileNetError
-from ..timing import PAUSE, SETTLE, alternate, library_versions, machine_name
+from ..timing import SETTLE, SETTLE_TIME, alternate, library_versions, machine_name
 
 CACHE_ENV = "MOBILENET_AUTO_CACHE"
 
@@ -74,7 +74,7 @@ def decide(model, info, batch: int, val, max_top1_drop: float, calib, threads: i
     x = torch.randn(batch, info.in_chans, info.resolution, info.resolution)
     with torch.inference_mode():
         timings = alternate({b: (lambda r=r: r(x)) for b, r in runners.items()}, rounds=3, block=3, warmup=2,
-                            settle=SETTLE, pause=PAUSE)
+                            settle=SETTLE, settle_time=SETTLE_TIME)
     seconds = {b: t.median for b, t in timings.items()}
     choice = pick(seconds, drops, max_top1_drop)
     decision = {"backend": choice, "seconds": seconds, "top1_drop": drops, "max_top1_drop": max_top1_drop,

@@ -114,7 +114,7 @@ def _faster_choice(source, fp32_path: str, images: np.ndarray, per_channel: bool
     all int8) runs faster here."""
     import onnx
 
-    from ..timing import PAUSE, SETTLE, alternate
+    from ..timing import SETTLE, SETTLE_TIME, alternate
     from .onnx_io import ort_session
 
     sessions, graphs = {}, {}
@@ -127,7 +127,7 @@ def _faster_choice(source, fp32_path: str, images: np.ndarray, per_channel: bool
     for batch in (1, 8):  # latency and throughput both count
         x = {INPUT_NAME: np.resize(images, (batch, *images.shape[1:]))}
         timings = alternate({k: (lambda s=s, x=x: s.run(None, x)) for k, s in sessions.items()}, rounds=3, block=3,
-                            settle=SETTLE, pause=PAUSE)
+                            settle=SETTLE, settle_time=SETTLE_TIME)
         for keep, t in timings.items():
             total[keep] += t.median / batch
     keep = min(total, key=total.__getitem__)
