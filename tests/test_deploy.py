@@ -280,3 +280,16 @@ def test_torch_fast_compiled_matches_eager():
     x = images(2)
     torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-4)
     assert "torch.compile" in runner.note
+
+
+@pytest.mark.slow
+def test_many_compiled_runners_all_stay_compiled():
+    # Dynamo caches per code object, which every model's forward shares; past its default of 8 entries the later
+    # runners of a benchmark would silently run eager.
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    for i in range(10):
+        name = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large")[i % 3]
+        make_runner(trained_like(name), "torch-fast" if i % 2 else "torch-bf16")(images(1))
+    assert counters["frames"]["ok"] == counters["frames"]["total"] >= 10

@@ -38,6 +38,7 @@ from .source import ModelInfo, model_info
 CONCRETE = ("torch", "torch-fast", "torch-bf16", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
             "openvino-int8")
 BACKENDS = (*CONCRETE, "auto")
+RECOMPILE_LIMIT = 256  # compiled graphs per process across all torch-fast/torch-bf16 runners
 REDUCED = ("torch-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8")  # judged by top-1, not by 1e-4
 
 
@@ -168,7 +169,11 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bf1
             try:
                 # Freezing must be switched on in the inductor config: passed in torch.compile(options=...) it is
                 # ignored. It is read when a graph is compiled, i.e. on the first call for each input shape.
-                with torch.no_grad(), torch._inductor.config.patch(freezing=True), autocast:
+                # Dynamo keys its cache on the forward's code object, which every model shares, so each runner's
+                # module and input shape adds an entry there; past the default limit (8) later runners would
+                # silently run eager.
+                with torch.no_grad(), torch._inductor.config.patch(freezing=True), autocast, \
+                        torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                     return fn(x).float()
             except Exception as e:  # a failing C++ toolchain shows up on the first call, not at torch.compile
                 state["compiled"] = None
