@@ -243,11 +243,11 @@ def test_a_killed_reproduction_resumes_without_redoing_finished_runs(tmp_path, m
     trained = []
     real = experiments.run_one
 
-    def counting(cfg_, run, bundle, workdir):
+    def counting(cfg_, run, bundle, workdir, main=True):
         if len(trained) == 3 and not monkeypatch_state["resumed"]:
             raise KeyboardInterrupt  # killed while the fourth run trains
         trained.append(run.name)
-        return real(cfg_, run, bundle, workdir)
+        return real(cfg_, run, bundle, workdir, main)
 
     monkeypatch_state = {"resumed": False}
     monkeypatch.setattr(experiments, "run_one", counting)
