@@ -88,11 +88,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="latency/throughput per backend vs torch eager and this machine's GEMM peak",
         description="For each model x backend x batch: warm up, then the median latency over repeats, images/s, "
-                    "achieved GMAC/s and its share of this machine's float32 GEMM peak (torch.mm 2048x2048, "
-                    "measured in the same run), and the speed-up over torch eager NCHW. For the torch backends, "
-                    "the share of time in depthwise / pointwise / other layers next to their share of Mult-Adds, "
-                    "and the pointwise layers' rate next to torch.mm on the same shapes. Writes a CSV under "
-                    "results/ named by machine and versions.",
+                    "achieved GMAC/s and its share of this machine's GEMM peak in the precision that ran (fp32, "
+                    "bf16 or int8, each measured in the same run), and the speed-up over torch eager NCHW. For the "
+                    "torch backends, the share of time in depthwise / pointwise / other layers next to their "
+                    "share of Mult-Adds, and the pointwise layers' rate next to torch.mm on the same shapes. Writes "
+                    "a CSV under results/ named by machine and versions.",
     )
     p.add_argument("models", metavar="NAME", nargs="*", help="models (default mobilenet_v1 mobilenet_v2)")
     p.add_argument("--batch", type=int_list, default=[1, 32], help="batch sizes, comma-separated (default 1,32)")

@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..deploy.backends import BACKENDS
-from .deploy import _add_source, _load
+from .deploy import _add_source, _checkpoint_val, _load
 from .options import count, int_list, non_negative, positive_float, positive_int
 
 DEFAULT_BACKEND = "auto" if "auto" in BACKENDS else "torch"
@@ -16,6 +16,9 @@ DEFAULT_BACKEND = "auto" if "auto" in BACKENDS else "torch"
 def _add_batching(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                    help=f"inference backend (default {DEFAULT_BACKEND}); see `mobilenet bench`")
+    p.add_argument("--max-top1-drop", type=float, default=0.5, metavar="POINTS",
+                   help="for --backend auto: the most top-1 (percentage points) a bf16 or int8 backend may lose "
+                        "against fp32 on the checkpoint's validation split (default 0.5)")
     p.add_argument("--name", metavar="N", help="the model name in URLs (default: the model's registered name)")
     p.add_argument("--max-batch", type=positive_int, default=32,
                    help="most images per model call, and per request (default 32)")
@@ -70,7 +73,10 @@ def _runner(args: argparse.Namespace):
 
         torch.set_num_threads(args.threads)  # the torch backends' threads, and ONNX Runtime's default
     model, info = _load(args)
-    return make_runner(model, args.backend, info)
+    # auto as eval, predict and export choose it: bf16 and int8 compete only when the checkpoint's validation split
+    # has measured their top-1 drop.
+    val, calib = _checkpoint_val(args.checkpoint) if args.backend == "auto" and args.checkpoint else (None, None)
+    return make_runner(model, args.backend, info, val=val, calib=calib, max_top1_drop=args.max_top1_drop)
 
 
 def run_serve(args: argparse.Namespace) -> int:
