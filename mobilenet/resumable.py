@@ -57,7 +57,9 @@ class SeededSamples(Dataset):
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed)
+                # The CPU generator only: torch.manual_seed also queues a lazy seed call for every accelerator
+                # backend, each recording a stack trace, which cost more than drawing the sample itself.
+                torch.default_generator.manual_seed(sample_seed)
                 random.seed(sample_seed)
                 np.random.seed(sample_seed % 2**32)
                 return self.dataset[index]
