@@ -197,6 +197,27 @@ def test_int8_agrees_with_fp32_top1(tmp_path):
     assert (tmp_path / "m.onnx").stat().st_size > 2.5 * (tmp_path / "m.int8.onnx").stat().st_size
 
 
+def test_int8_candidates_leave_exactly_the_depthwise_convs_float(tmp_path):
+    from mobilenet.deploy.quantize import DEPTHWISE, GATING, _candidates, _excluded, quantize_onnx
+
+    fp32, int8 = str(tmp_path / "v1.onnx"), str(tmp_path / "v1.int8.onnx")
+    export_onnx(trained_like("mobilenet_v1", num_classes=5), fp32, num_images=2)
+    source = onnx.load(fp32)
+    assert len(_excluded(source, (DEPTHWISE,))) == 13  # V1's 13 depthwise separable layers
+    assert _candidates(source) == [(), (DEPTHWISE,)]  # no gating ops in V1
+    quantize_onnx(fp32, int8, sample_images(16, RES, seed=3)[0], keep_float=(DEPTHWISE,))
+    graph = onnx.load(int8).graph
+    producer = {out: n.op_type for n in graph.node for out in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    grouped = [n for n in convs if next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
+    # Depthwise weights arrive as float initializers, every other conv's through a DequantizeLinear.
+    assert len(grouped) == 13 and all(n.input[1] not in producer for n in grouped)
+    assert all(producer.get(n.input[1]) == "DequantizeLinear" for n in convs if n not in grouped)
+    v3 = str(tmp_path / "v3.onnx")
+    export_onnx(mobilenet.create_model("mobilenet_v3_small", num_classes=5).eval(), v3, num_images=2)
+    assert _candidates(onnx.load(v3)) == [(), GATING, (*GATING, DEPTHWISE)]
+
+
 # --- bad input ----------------------------------------------------------------------------------------------------
 
 def test_missing_checkpoint_and_weights(tmp_path):

@@ -12,9 +12,10 @@ Intel Xeon), each model timed as if alone against its own fp32 (docs/int8.md has
 * One weight scale per output channel: after BN folding the depthwise filters' ranges differ by orders of
   magnitude between channels, and a single per-tensor scale rounds the small ones to zero (the accuracy loss
   MobileNets are known for under naive int8).
-* V3's hard-swish and squeeze-excite gating (``HardSwish``, ``HardSigmoid``, ``Mul``) either stay float or become
-  int8, whichever of the two runs faster here (:func:`quantize_onnx` times both): each int8 element-wise op costs a
-  requantization that can outweigh what the int8 convolutions around it save.
+* Which ops stay float is measured, not assumed (:func:`quantize_onnx` times the candidates here): V3's hard-swish
+  and squeeze-excite gating (``HardSwish``, ``HardSigmoid``, ``Mul``), where each int8 element-wise op costs a
+  requantization that can outweigh what the int8 convolutions around it save, and the depthwise convolutions,
+  whose int8 kernels do one multiply-add per output per tap and gain least from int8 dot-product instructions.
 
 Activation ranges come from min/max calibration over a few hundred representative images.
 """
@@ -48,7 +49,8 @@ class _Batches:
         pass
 
 
-FLOAT_CANDIDATES = ("HardSwish", "HardSigmoid", "Mul")  # V3's activation and SE gating
+GATING = ("HardSwish", "HardSigmoid", "Mul")  # V3's activation and SE gating
+DEPTHWISE = "depthwise"  # in ``keep_float``: every depthwise Conv node
 
 
 def quantize_onnx(fp32_path: str, out_path: str, calib_images, per_channel: bool = True,
@@ -60,8 +62,10 @@ def quantize_onnx(fp32_path: str, out_path: str, calib_images, per_channel: bool
         out_path: the int8 ``.onnx`` file to write; the float file's metadata is copied over.
         calib_images: normalised calibration images (N, C, H, W), numpy or tensor; a few hundred is plenty.
         per_channel: one weight scale per output channel (default; per-tensor loses accuracy on MobileNets).
-        keep_float: op types to leave in float. ``None`` (default): for a graph with hard-swish or SE gating, both
-            choices are quantized and timed at batch 1 and 8, and the faster one is kept; ``()``: quantize all.
+        keep_float: op types to leave in float, and :data:`DEPTHWISE` for the depthwise convolutions. ``None``
+            (default): the candidates (all int8; the gating ops float, where the graph has them; those and the
+            depthwise convolutions float) are quantized and timed at batch 1 and 8, and the fastest is kept;
+            ``()``: quantize all.
 
     Raises:
         MobileNetError: no calibration images or an unreadable model.
@@ -73,17 +77,16 @@ def quantize_onnx(fp32_path: str, out_path: str, calib_images, per_channel: bool
     if images.ndim != 4 or len(images) == 0:
         raise MobileNetError(f"calibration needs a non-empty (N, C, H, W) batch, got shape {images.shape}")
     source = onnx.load(fp32_path)
-    present = tuple(op for op in FLOAT_CANDIDATES if any(n.op_type == op for n in source.graph.node))
     with tempfile.TemporaryDirectory(prefix="mobilenet-quant-") as tmp:
-        if keep_float is None and present:
-            keep_float, quantized = _faster_choice(source, fp32_path, images, per_channel, present, tmp)
+        if keep_float is None:
+            keep_float, quantized = _fastest_choice(source, fp32_path, images, per_channel, tmp)
         else:
             keep_float = keep_float or ()
             quantized = _quantize(source, fp32_path, images, per_channel, keep_float, tmp)
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(source.metadata_props)
     entry = quantized.metadata_props.add()
-    floats = f"; {', '.join(keep_float)} in float" if keep_float else ""
+    floats = f"; {', '.join(keep_float)} in float" if keep_float else ""  # e.g. "HardSwish, depthwise in float"
     entry.key, entry.value = "mobilenet.precision", f"int8 (QDQ, U8 activations, S8 per-channel weights{floats})"
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     onnx.save(quantized, out_path)
@@ -94,7 +97,7 @@ def _quantize(source, fp32_path: str, images: np.ndarray, per_channel: bool, kee
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    path = os.path.join(tmp, f"int8-{len(keep_float)}.onnx")
+    path = os.path.join(tmp, f"int8-{'-'.join(keep_float) or 'all'}.onnx")
     with _quiet_root_logger():
         # The calibrator writes an augmented copy of the model; keeping it in a private directory leaves the
         # working directory clean and lets concurrent runs coexist.
@@ -103,28 +106,52 @@ def _quantize(source, fp32_path: str, images: np.ndarray, per_channel: bool, kee
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             per_channel=per_channel, reduce_range=False, calibrate_method=CalibrationMethod.MinMax,
             calibration_providers=["CPUExecutionProvider"],
-            nodes_to_exclude=[n.name for n in source.graph.node if n.op_type in keep_float],
+            nodes_to_exclude=_excluded(source, keep_float),
             extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True},
         )
     return onnx.load(path)
 
 
-def _faster_choice(source, fp32_path: str, images: np.ndarray, per_channel: bool, present: tuple[str, ...], tmp: str):
-    """``(keep_float, graph)`` with ``keep_float`` ``present`` or ``()``: whichever int8 graph (those ops float, or
-    all int8) runs faster here."""
+def _excluded(source, keep_float: tuple[str, ...]) -> list[str]:
+    """Names of the nodes ``keep_float`` leaves in float."""
+    weights = {t.name: tuple(t.dims) for t in source.graph.initializer}
+
+    def depthwise(node) -> bool:  # one input channel per group, as many groups as output channels
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = weights.get(node.input[1], ()) if len(node.input) > 1 else ()
+        return node.op_type == "Conv" and group > 1 and len(dims) == 4 and dims[0] == group and dims[1] == 1
+
+    return [n.name for n in source.graph.node
+            if n.op_type in keep_float or (DEPTHWISE in keep_float and depthwise(n))]
+
+
+def _candidates(source) -> list[tuple[str, ...]]:
+    """What may stay float on this graph: nothing; the gating ops it has; those and the depthwise convolutions."""
+    gating = tuple(op for op in GATING if any(n.op_type == op for n in source.graph.node))
+    out = [()] + ([gating] if gating else [])
+    if _excluded(source, (DEPTHWISE,)):
+        out.append((*gating, DEPTHWISE))
+    return out
+
+
+def _fastest_choice(source, fp32_path: str, images: np.ndarray, per_channel: bool, tmp: str):
+    """``(keep_float, graph)``: of the :func:`_candidates`, the int8 graph that runs fastest here, at batch 1 and 8
+    (per-image time summed over both, so latency and throughput count alike)."""
     import onnx
 
     from ..timing import SETTLE, SETTLE_TIME, alternate
     from .onnx_io import ort_session
 
     sessions, graphs = {}, {}
-    for keep in (present, ()):
-        path = os.path.join(tmp, f"choice-{len(keep)}.onnx")
+    for keep in _candidates(source):
+        path = os.path.join(tmp, f"choice-{'-'.join(keep) or 'all'}.onnx")
         graphs[keep] = _quantize(source, fp32_path, images, per_channel, keep, tmp)
         onnx.save(graphs[keep], path)
         sessions[keep] = ort_session(path)
+    if len(sessions) == 1:
+        return next(iter(graphs.items()))
     total = dict.fromkeys(sessions, 0.0)
-    for batch in (1, 8):  # latency and throughput both count
+    for batch in (1, 8):
         x = {INPUT_NAME: np.resize(images, (batch, *images.shape[1:]))}
         timings = alternate({k: (lambda s=s, x=x: s.run(None, x)) for k, s in sessions.items()}, rounds=3, block=3,
                             settle=SETTLE, settle_time=SETTLE_TIME)

@@ -1,10 +1,13 @@
 """How long a training run will take on this machine: measured, not assumed, for an honest ETA.
 
 A few synthetic training steps of a configuration give its seconds per image; an epoch then costs the training
-images at that rate plus the validation pass (about a third of a step per image) and the checkpoints.
+images at that rate plus the validation pass (about a third of a step per image), loading every image, and the
+checkpoints. A procedural dataset draws each image once per process, the first time it is read.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -32,6 +35,21 @@ def seconds_per_sample(model_name: str, alpha: float, resolution: int, num_class
 
     # One warm-up step (allocator, kernel choice) and two timed ones: each step costs a real training step.
     return measure(step, min_time=0.0, max_runs=2, warmup=1).median / batch_size
+
+
+def loading_seconds(dataset, n: int = 32) -> tuple[float, float]:
+    """(seconds to draw one image the first time it is read, seconds to load one already drawn image through the
+    training loop's per-sample seeding and augmentation), from the first ``n`` images of ``dataset``."""
+    from ..resumable import SeededSamples
+
+    samples, indices = SeededSamples(dataset, 0), range(min(n, len(dataset)))
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        for i in indices:
+            samples[i]
+        times.append((time.perf_counter() - start) / max(1, len(indices)))
+    return max(0.0, times[0] - times[1]), times[1]
 
 
 def run_cost(spec, bundle, sample_s: float, load_s: float, timing_repeats: int) -> tuple[float, float]:
