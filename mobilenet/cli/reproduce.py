@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "alpha x resolution models, V2 Table 2), times one full 3x3 conv against one depthwise "
                     "separable layer, trains the paper's Table 4-7 comparisons at small scale with several paired "
                     "seeds, a learning-rate sweep and the 16-point grid, and judges each claim from a 95 %% "
-                    "interval. The full run takes about 1.5 hours on 2 CPU cores and is resumable: run the same "
+                    "interval. The full run takes about 2 hours on 2 CPU cores and is resumable: run the same "
                     "command again after an interruption and finished runs are kept. Under torchrun every run "
                     "trains data-parallel with the same global batch. --quick is a smoke test with the same layout.",
     )
@@ -32,15 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seeds per Table 4-7 configuration, the same seeds for every model (default 3)")
     p.add_argument("--base-resolution", type=positive_int, default=None, metavar="PX",
                    help="input side standing for the paper's 224 (rho = 1); rho = 6/7, 5/7, 4/7 become "
-                        "round(PX x rho) (default 64: 64, 55, 46, 37)")
-    p.add_argument("--epochs", type=positive_int, default=None, help="epochs per model, the same for all (default 4)")
+                        "round(PX x rho) (default 48: 48, 41, 34, 27)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs per model, the same for all (default 7)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="training samples, and at most this many validation and test samples (default all)")
     p.add_argument("--table4-alpha", type=positive_float, default=None, metavar="A",
                    help="width of Table 4's pair, MobileNet and Conv MobileNet (default 0.5: Conv MobileNet at "
                         "alpha 1 trains about 6x slower on a CPU; the paper's is 1)")
     p.add_argument("--lr", type=positive_float, default=None,
-                   help="peak learning rate for every model (default 0.1, for batch 64)")
+                   help="peak learning rate for every model (default 0.05, for batch 64)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 64)")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop"), default=None, help="default sgd (momentum 0.9)")
     p.add_argument("--no-sweep", action="store_true", help="skip the learning-rate sweep (half and twice the rate)")

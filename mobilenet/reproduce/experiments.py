@@ -99,13 +99,13 @@ class ExperimentConfig:
     """
 
     data: str = "patterns"
-    base_resolution: int = 64
+    base_resolution: int = 48
     limit: int | None = None
-    epochs: int = 4
+    epochs: int = 7
     batch_size: int = 64
     table4_alpha: float = 0.5
     channels_last: bool = True
-    lr: float = 0.1
+    lr: float = 0.05
     warmup_epochs: float = 0.3
     optimizer: str = "sgd"
     seeds: int = 3
@@ -254,18 +254,23 @@ def finished_runs(workdir: Path, cfg: ExperimentConfig) -> dict[str, dict]:
 
 def _estimates(runs: list[Run], bundles: dict, cfg: ExperimentConfig) -> dict[str, float]:
     """Seconds each run should take at this machine's measured training speed, for the progress bar's ETA."""
-    from .budget import run_cost, seconds_per_sample
+    from .budget import loading_seconds, run_cost, seconds_per_sample
 
     any_bundle = next(iter(bundles.values()))
     speed, out = {}, {}
+    loading = {side: loading_seconds(bundle.train) for side, bundle in bundles.items()}
     for run in runs:
-        spec = run.spec
+        spec, bundle = run.spec, bundles[run.spec.resolution]
         if spec.key not in speed:
             speed[spec.key] = seconds_per_sample(spec.model, spec.alpha, spec.resolution,
                                                  len(any_bundle.class_names), any_bundle.in_chans,
                                                  cfg.batch_size, cfg.channels_last)
-        per_epoch, fixed = run_cost(spec, bundles[spec.resolution], speed[spec.key], 0.0, cfg.timing_repeats)
-        out[run.name] = per_epoch * cfg.epochs + fixed
+        draw_s, load_s = loading[spec.resolution]
+        per_epoch, fixed = run_cost(spec, bundle, speed[spec.key], load_s, cfg.timing_repeats)
+        # The first run at a side also draws that side's images (they stay cached for the later runs).
+        images = sum(len(split) for split in (bundle.train, bundle.val, bundle.test) if split is not None)
+        out[run.name] = per_epoch * cfg.epochs + fixed + draw_s * images
+        loading[spec.resolution] = (0.0, load_s)
     return out
 
 
