@@ -217,9 +217,10 @@ def test_accuracy_claim_rules_can_fail():
 
 
 def test_plan_pairs_seeds_and_sweeps_the_rate():
-    cfg = ExperimentConfig()
+    cfg = ExperimentConfig(base_resolution=64)
     res = cfg.resolutions()
     assert list(res.values()) == [64, 55, 46, 37]  # 224 · (1, 6/7, 5/7, 4/7) scaled to a base of 64
+    assert list(ExperimentConfig().resolutions().values()) == [48, 41, 34, 27]  # the default base
     runs = plan(cfg)
     tables = [r for r in runs if r.purpose == "tables"]
     keys = {r.spec.key for r in tables}
