@@ -223,7 +223,7 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
         calib = _calibration(calib, info)
         int8_path = os.path.join(tmp.name, f"{info.name}.int8.onnx")
         quantize_onnx(path, int8_path, calib)
-        path, note = int8_path, f"ONNX Runtime, int8 calibrated on {len(calib)} images"
+        path, note = int8_path, f"ONNX Runtime, {_precision_note(int8_path)}, calibrated on {len(calib)} images"
     session = ort_session(path, threads)
     quantized = any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear")
                     for node in _graph_nodes(path))
@@ -241,6 +241,13 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
     runner = Runner(backend, info, run, note, onnx_path=path, precision="int8" if quantized else "fp32")
     runner._tmp = tmp  # keeps the temporary files alive as long as the runner
     return runner
+
+
+def _precision_note(path: str) -> str:
+    """What :func:`quantize_onnx` recorded in the file: the format and which ops it left float."""
+    import onnx
+    props = onnx.load(path, load_external_data=False).metadata_props
+    return next((p.value for p in props if p.key == "mobilenet.precision"), "int8")
 
 
 def _graph_nodes(path: str):
