@@ -168,6 +168,30 @@ def test_torch_bf16_says_what_ran_and_agrees_on_top1():
     assert (out.argmax(1) == make_runner(model, "torch")(x).argmax(1)).float().mean() >= 0.9
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v3_small"])
+def test_torch_int8_quantizes_every_conv_and_agrees_on_top1(name):
+    from mobilenet.deploy.torch_int8 import have_torchao
+
+    if not have_torchao():
+        pytest.skip("torchao is not installed")
+    model = trained_like(name, num_classes=5)
+    x, calib = images(24, seed=7), sample_images(48, RES, seed=3)[0]
+    ref = make_runner(model, "torch")(x).argmax(1)
+    reference_path = make_runner(model, "torch-int8", calib=calib, compile=False)  # dequantize, float op, quantize
+    assert reference_path.precision == "int8"
+    graph = reference_path.module.graph
+    convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    # Every convolution's weight arrives dequantized from int8 (per output channel), its input from a u8 tensor.
+    produced = {n.name: n for n in graph.nodes}
+    assert convs and all("dequantize_per_channel" in str(produced[c.args[1].name].target) for c in convs)
+    assert all("dequantize_per_tensor" in str(produced[c.args[0].name].target) for c in convs)
+    assert (reference_path(x).argmax(1) == ref).float().mean() >= 0.75
+    if name == "mobilenet_v1":  # the oneDNN kernels inductor fuses from the same graph agree with the reference
+        fused = make_runner(model, "torch-int8", calib=calib)
+        assert "inductor" in fused.note
+        assert (fused(x).argmax(1) == reference_path(x).argmax(1)).float().mean() >= 0.9
+
+
 def test_int8_agrees_with_fp32_top1(tmp_path):
     from mobilenet.deploy.quantize import quantize_onnx
 

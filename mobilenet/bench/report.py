@@ -123,7 +123,8 @@ class Report:
         by_key = {(r.model, r.alpha, r.resolution, r.batch, r.backend): r for r in self.rows}
         lines = []
         for (model, alpha, res, batch, backend), r in by_key.items():
-            base = by_key.get((model, alpha, res, batch, backend.removesuffix("-int8")))
+            fp32 = "torch-fast" if backend == "torch-int8" else backend.removesuffix("-int8")  # compiled, like int8
+            base = by_key.get((model, alpha, res, batch, fp32))
             if backend.endswith("-int8") and base is not None:
                 lines.append(f"{backend} vs its fp32, {model} a{alpha:g} r{res} batch {batch}: "
                              f"x{base.latency_ms / r.latency_ms:.2f}")

@@ -6,6 +6,8 @@
   eager model where compilation is unavailable.
 * ``torch-bf16``: ``torch-fast`` under bf16 autocast, where the CPU has bf16 instructions (AVX512-BF16 or AMX,
   used by oneDNN); elsewhere it runs fp32 and says so in its ``precision``.
+* ``torch-int8``: ``torch-fast`` on a PT2E int8 copy calibrated on ``calib`` images, compiled into oneDNN int8
+  kernels (:mod:`mobilenet.deploy.torch_int8`; needs torchao).
 * ``onnxruntime``: the exported float32 ONNX graph in ONNX Runtime's CPU provider.
 * ``onnxruntime-int8``: the statically quantized int8 graph (:mod:`mobilenet.deploy.quantize`).
 * ``openvino``, ``openvino-bf16``, ``openvino-int8``: the same ONNX graph compiled by OpenVINO
@@ -35,20 +37,24 @@ from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
 from .quantize import quantize_onnx
 from .source import ModelInfo, model_info
 
-CONCRETE = ("torch", "torch-fast", "torch-bf16", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
-            "openvino-int8")
+CONCRETE = ("torch", "torch-fast", "torch-bf16", "torch-int8", "onnxruntime", "onnxruntime-int8", "openvino",
+            "openvino-bf16", "openvino-int8")
 BACKENDS = (*CONCRETE, "auto")
-RECOMPILE_LIMIT = 256  # compiled graphs per process across all torch-fast/torch-bf16 runners
-REDUCED = ("torch-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8")  # judged by top-1, not by 1e-4
+RECOMPILE_LIMIT = 256  # compiled graphs per process across all compiled torch runners
+# Judged by top-1 on validation images, not by a 1e-4 parity.
+REDUCED = ("torch-bf16", "torch-int8", "onnxruntime-int8", "openvino-bf16", "openvino-int8")
 
 
 def available_backends() -> tuple[str, ...]:
     """The concrete backends whose packages are installed here."""
     import importlib.util
 
+    from .torch_int8 import have_torchao
+
     have = {"onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
             "openvino": importlib.util.find_spec("openvino") is not None}
-    return tuple(b for b in CONCRETE if b.startswith("torch") or have[b.split("-")[0]])
+    return tuple(b for b in CONCRETE if (b != "torch-int8" or have_torchao())
+                 and (b.startswith("torch") or have[b.split("-")[0]]))
 
 
 class Runner:
@@ -105,8 +111,8 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
             (and, for int8, quantized with ``calib``) into a temporary directory.
         calib: normalised calibration images for int8 when no file is given (default: 32 sample images).
         threads: intra-op threads for ONNX Runtime (default: ``torch.get_num_threads()``).
-        compile: use ``torch.compile`` for ``torch-fast`` and ``torch-bf16`` (``False``: folded channels_last
-            eager).
+        compile: use ``torch.compile`` for ``torch-fast``, ``torch-bf16`` and ``torch-int8`` (``False``: eager,
+            which for ``torch-int8`` is the slow reference path).
         batch, val, max_top1_drop: for ``auto`` only (see :func:`mobilenet.deploy.auto.auto_runner`).
 
     Raises:
@@ -126,8 +132,8 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
                            threads=threads, compile=compile)
     if backend == "torch":
         return _torch_runner(model, info)
-    if backend in ("torch-fast", "torch-bf16"):
-        return _torch_fast_runner(model, info, compile, bf16=backend == "torch-bf16")
+    if backend in ("torch-fast", "torch-bf16", "torch-int8"):
+        return _torch_fast_runner(model, info, compile, backend, calib)
     if backend.startswith("openvino"):
         return _openvino_runner(model, backend, info, onnx_path, calib, threads)
     return _ort_runner(model, backend, info, onnx_path, calib, threads)
@@ -145,21 +151,28 @@ def _torch_runner(model: nn.Module, info: ModelInfo) -> Runner:
     return Runner("torch", info, run, "eager, NCHW, BN unfolded", module=model)
 
 
-def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bf16: bool = False) -> Runner:
+def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, backend: str, calib=None) -> Runner:
     folded = fold_bn(model).to(memory_format=torch.channels_last)
     compiled = None
     # oneDNN runs bf16 convolutions natively only with AVX512-BF16 or AMX; elsewhere autocast would emulate them,
     # slower than fp32, so the backend stays fp32 and reports it.
-    use_bf16 = bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    use_bf16 = backend == "torch-bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16)
     precision = "bf16" if use_bf16 else "fp32"
-    note = "BN folded, channels_last, eager"
+    prefix = "BN folded, channels_last"
+    if backend == "torch-int8":
+        from .torch_int8 import quantize_torch
+
+        calib = torch.from_numpy(_calibration(calib, info))
+        folded, precision = quantize_torch(folded, calib), "int8"
+        prefix = f"PT2E x86 int8 calibrated on {len(calib)} images"
+    note = f"{prefix}, eager"
     if use_compile and hasattr(torch, "compile"):
         try:
             compiled = torch.compile(folded)
-            note = "BN folded, channels_last, torch.compile (inductor, freezing)"
+            note = f"{prefix}, torch.compile (inductor, freezing)"
         except Exception as e:  # no compiler toolchain or an unsupported platform
-            note = f"BN folded, channels_last, eager (torch.compile unavailable: {type(e).__name__})"
+            note = f"{prefix}, eager (torch.compile unavailable: {type(e).__name__})"
     state = {"compiled": compiled}
 
     def run(images):
@@ -177,13 +190,12 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bf1
                     return fn(x).float()
             except Exception as e:  # a failing C++ toolchain shows up on the first call, not at torch.compile
                 state["compiled"] = None
-                runner.note = f"BN folded, channels_last, eager (torch.compile failed: {type(e).__name__})"
+                runner.note = f"{prefix}, eager (torch.compile failed: {type(e).__name__})"
                 warnings.warn(f"torch.compile failed, running eager: {e}", RuntimeWarning, stacklevel=2)
         with torch.inference_mode(), autocast:
             return folded(x).float()
 
-    runner = Runner("torch-bf16" if bf16 else "torch-fast", info, run, f"{note}, {precision}", module=folded,
-                    precision=precision)
+    runner = Runner(backend, info, run, f"{note}, {precision}", module=folded, precision=precision)
     return runner
 
 
