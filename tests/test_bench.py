@@ -123,6 +123,24 @@ def test_unknown_backend_is_an_error():
         run_bench(["mobilenet_v1"], backends=["tensorrt"], quick=True)
 
 
+def test_a_backend_that_cannot_be_built_is_skipped_and_said(monkeypatch):
+    from mobilenet.bench import harness
+
+    real = harness.make_runner
+
+    def failing(model, backend, **kwargs):
+        if backend == "onnxruntime":
+            raise MobileNetError("ONNX Runtime cannot load this graph")
+        return real(model, backend, **kwargs)
+
+    monkeypatch.setattr(harness, "make_runner", failing)
+    report = run_bench(["mobilenet_v1"], batches=(1,), backends=["torch-fast", "onnxruntime"], quick=True,
+                       repeats=1, breakdown=False)
+    assert {r.backend for r in report.rows} == {"torch", "torch-fast"}
+    assert report.skipped == ["mobilenet_v1 onnxruntime: ONNX Runtime cannot load this graph"]
+    assert "not measured: mobilenet_v1 onnxruntime" in report.markdown()
+
+
 def test_cli_bench_quick_json_and_csv(tmp_path, capsys):
     from mobilenet.cli.main import main
 

@@ -77,8 +77,13 @@ def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown
         for backend in backends:
             if progress:
                 progress(f"{name} {backend}: preparing")
-            runners[backend] = make_runner(model, backend, calib=calib, compile=not quick,
-                                           batch=max(batches) if backend == "auto" else 1)
+            try:
+                runners[backend] = make_runner(model, backend, calib=calib, compile=not quick,
+                                               batch=max(batches) if backend == "auto" else 1)
+            except MobileNetError as e:  # e.g. a graph one runtime cannot quantize: the others still count
+                if backend == "torch":
+                    raise
+                report.skipped.append(f"{name} {backend}: {e}")
         for batch in batches:
             if progress:
                 progress(f"{name} batch {batch}")

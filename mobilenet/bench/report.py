@@ -60,6 +60,7 @@ class Report:
     gemm_peak_gflops: float
     rows: list[Row] = field(default_factory=list)
     peaks: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # "model backend: why", for backends that could not be built
 
     def csv_name(self) -> str:
         """``bench_<cpu>_<threads>t_torch<v>_ort<v>.csv``, so runs on other machines or versions never collide."""
@@ -106,7 +107,7 @@ class Report:
                     f"{r.other_time_pct:5.1f}  | {r.dw_madds_pct:5.1f} {r.pw_madds_pct:5.1f} {r.other_madds_pct:5.1f}"
                     f"   | {r.pw_gmac_per_s:16.1f} {r.mm_gmac_per_s:10.1f} {r.pw_pct_of_mm:8.1f}")
         notes = sorted({f"{r.backend}: {r.note}" for r in self.rows if r.note})
-        return "\n".join(lines + [""] + notes + [""] + self.int8_lines() + self.openvino_lines())
+        return "\n".join(lines + [""] + notes + [""] + self.int8_lines() + self.openvino_lines() + self.skipped_lines())
 
     def markdown(self) -> str:
         """The README table: ratios first (to torch eager, to OpenVINO's best), then % of the matching peak."""
@@ -116,7 +117,11 @@ class Report:
             lines.append(f"| {_label(r)} | {r.batch} | {r.backend} | {r.precision} ({r.peak_kind} peak) | "
                          f"{r.latency_ms:.2f} | {r.spread_pct:.0f} | {r.images_per_s:.1f} | {r.pct_of_peak:.1f} | "
                          f"{r.speedup_vs_torch:.2f} | {_opt(r.vs_openvino, 0)} |")
-        return "\n".join(lines + [""] + [f"- {line}" for line in self.int8_lines() + self.openvino_lines()])
+        return "\n".join(lines + [""] + [f"- {line}" for line in self.int8_lines() + self.openvino_lines()
+                                          + self.skipped_lines()])
+
+    def skipped_lines(self) -> list[str]:
+        return [f"not measured: {why}" for why in self.skipped]
 
     def int8_lines(self) -> list[str]:
         """One line per runtime, model and batch: int8 speed over the same runtime's fp32."""
