@@ -42,8 +42,8 @@ def _add_backend_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="inference backend: PyTorch eager, torch-fast (folded BN, channels_last, compiled), "
-                        "torch-bf16, torch-int8, ONNX Runtime fp32 or int8, OpenVINO fp32, bf16 or int8, or auto: the fastest "
-                        "on this machine within --max-top1-drop, timed once and cached (default torch)")
+                        "torch-bf16, torch-int8, ONNX Runtime fp32 or int8, OpenVINO fp32, bf16 or int8, or auto: the "
+                        "fastest on this machine within --max-top1-drop, timed once and cached (default torch)")
     p.add_argument("--max-top1-drop", type=float, default=0.5, metavar="POINTS",
                    help="for --backend auto: the most top-1 (percentage points) a bf16 or int8 backend may lose "
                         "against fp32 on the checkpoint's validation split (default 0.5)")
