@@ -34,10 +34,17 @@ def have_torchao() -> bool:
 def _quiet():
     # torchao announces on import which of its CUDA kernels it could not load, and the quantizer warns about
     # deprecations that do not apply to a CPU: noise in a command's output.
-    logging.getLogger("torchao").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers[1:], levels[1:]):  # torchao's own stays quiet: it logs on later imports
+            logger.setLevel(level)
 
 
 def quantize_torch(folded: nn.Module, calib: torch.Tensor) -> nn.Module:
