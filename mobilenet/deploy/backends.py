@@ -186,7 +186,9 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bac
                 # module and input shape adds an entry there; past the default limit (8) later runners would
                 # silently run eager.
                 with torch.no_grad(), torch._inductor.config.patch(freezing=True), autocast, \
-                        torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+                        torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), warnings.catch_warnings():
+                    # inductor's int8 lowering warns about its own tensor copies while it compiles: not the user's
+                    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._inductor")
                     return fn(x).float()
             except Exception as e:  # a failing C++ toolchain shows up on the first call, not at torch.compile
                 state["compiled"] = None
