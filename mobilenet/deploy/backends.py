@@ -20,6 +20,7 @@ as a tensor; a batch with the wrong layout or channel count is a :class:`~mobile
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -49,12 +50,10 @@ def available_backends() -> tuple[str, ...]:
     """The concrete backends whose packages are installed here."""
     import importlib.util
 
-    from .torch_int8 import have_torchao
+    def package(backend: str) -> str | None:  # the optional package a backend needs, None for plain torch
+        return "torchao" if backend == "torch-int8" else None if backend.startswith("torch") else backend.split("-")[0]
 
-    have = {"onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
-            "openvino": importlib.util.find_spec("openvino") is not None}
-    return tuple(b for b in CONCRETE if (b != "torch-int8" or have_torchao())
-                 and (b.startswith("torch") or have[b.split("-")[0]]))
+    return tuple(b for b in CONCRETE if package(b) is None or importlib.util.find_spec(package(b)) is not None)
 
 
 class Runner:
@@ -173,7 +172,7 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bac
             note = f"{prefix}, torch.compile (inductor, freezing)"
         except Exception as e:  # no compiler toolchain or an unsupported platform
             note = f"{prefix}, eager (torch.compile unavailable: {type(e).__name__})"
-    state = {"compiled": compiled}
+    state = {"compiled": compiled, "shapes": set()}
 
     def run(images):
         x = _as_tensor(images).contiguous(memory_format=torch.channels_last)
@@ -185,11 +184,17 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bac
                 # Dynamo keys its cache on the forward's code object, which every model shares, so each runner's
                 # module and input shape adds an entry there; past the default limit (8) later runners would
                 # silently run eager.
+                # A new input shape compiles; inductor's int8 lowering then warns about its own tensor copies,
+                # which is not the user's business. Later calls skip the (global, not thread-safe) filter change.
+                compiling = x.shape not in state["shapes"]
                 with torch.no_grad(), torch._inductor.config.patch(freezing=True), autocast, \
-                        torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), warnings.catch_warnings():
-                    # inductor's int8 lowering warns about its own tensor copies while it compiles: not the user's
-                    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._inductor")
-                    return fn(x).float()
+                        torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), \
+                        warnings.catch_warnings() if compiling else contextlib.nullcontext():
+                    if compiling:
+                        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._inductor")
+                    out = fn(x).float()
+                state["shapes"].add(x.shape)
+                return out
             except Exception as e:  # a failing C++ toolchain shows up on the first call, not at torch.compile
                 state["compiled"] = None
                 runner.note = f"{prefix}, eager (torch.compile failed: {type(e).__name__})"
@@ -237,10 +242,13 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
         calib = _calibration(calib, info)
         int8_path = os.path.join(tmp.name, f"{info.name}.int8.onnx")
         quantize_onnx(path, int8_path, calib)
-        path, note = int8_path, f"ONNX Runtime, {_precision_note(int8_path)}, calibrated on {len(calib)} images"
+        path = int8_path
     session = ort_session(path, threads)
-    quantized = any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear")
-                    for node in _graph_nodes(path))
+    proto = _load_graph(path)
+    quantized = any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear") for node in proto.graph.node)
+    if backend == "onnxruntime-int8" and onnx_path is None:  # what quantize_onnx recorded: format, float ops
+        recorded = next((p.value for p in proto.metadata_props if p.key == "mobilenet.precision"), "int8")
+        note = f"ONNX Runtime, {recorded}, calibrated on {len(calib)} images"
     if backend == "onnxruntime-int8" and not quantized:
         raise MobileNetError(f"{path!r} is a float model; the onnxruntime-int8 backend needs `mobilenet quantize`'s "
                              "output")
@@ -257,13 +265,6 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
     return runner
 
 
-def _precision_note(path: str) -> str:
-    """What :func:`quantize_onnx` recorded in the file: the format and which ops it left float."""
+def _load_graph(path: str):
     import onnx
-    props = onnx.load(path, load_external_data=False).metadata_props
-    return next((p.value for p in props if p.key == "mobilenet.precision"), "int8")
-
-
-def _graph_nodes(path: str):
-    import onnx
-    return onnx.load(path, load_external_data=False).graph.node
+    return onnx.load(path, load_external_data=False)

@@ -97,7 +97,7 @@ def _quantize(source, fp32_path: str, images: np.ndarray, per_channel: bool, kee
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    path = os.path.join(tmp, f"int8-{'-'.join(keep_float) or 'all'}.onnx")
+    path = _quantized_path(tmp, keep_float)
     with _quiet_root_logger():
         # The calibrator writes an augmented copy of the model; keeping it in a private directory leaves the
         # working directory clean and lets concurrent runs coexist.
@@ -110,6 +110,10 @@ def _quantize(source, fp32_path: str, images: np.ndarray, per_channel: bool, kee
             extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True},
         )
     return onnx.load(path)
+
+
+def _quantized_path(tmp: str, keep_float: tuple[str, ...]) -> str:
+    return os.path.join(tmp, f"int8-{'-'.join(keep_float) or 'all'}.onnx")
 
 
 def _excluded(source, keep_float: tuple[str, ...]) -> list[str]:
@@ -137,19 +141,17 @@ def _candidates(source) -> list[tuple[str, ...]]:
 def _fastest_choice(source, fp32_path: str, images: np.ndarray, per_channel: bool, tmp: str):
     """``(keep_float, graph)``: of the :func:`_candidates`, the int8 graph that runs fastest here, at batch 1 and 8
     (per-image time summed over both, so latency and throughput count alike)."""
-    import onnx
 
     from ..timing import SETTLE, SETTLE_TIME, alternate
     from .onnx_io import ort_session
 
+    candidates = _candidates(source)
+    if len(candidates) == 1:
+        return candidates[0], _quantize(source, fp32_path, images, per_channel, candidates[0], tmp)
     sessions, graphs = {}, {}
-    for keep in _candidates(source):
-        path = os.path.join(tmp, f"choice-{'-'.join(keep) or 'all'}.onnx")
+    for keep in candidates:
         graphs[keep] = _quantize(source, fp32_path, images, per_channel, keep, tmp)
-        onnx.save(graphs[keep], path)
-        sessions[keep] = ort_session(path)
-    if len(sessions) == 1:
-        return next(iter(graphs.items()))
+        sessions[keep] = ort_session(_quantized_path(tmp, keep))  # the file _quantize wrote
     total = dict.fromkeys(sessions, 0.0)
     for batch in (1, 8):
         x = {INPUT_NAME: np.resize(images, (batch, *images.shape[1:]))}

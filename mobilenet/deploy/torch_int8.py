@@ -32,19 +32,19 @@ def have_torchao() -> bool:
 
 @contextlib.contextmanager
 def _quiet():
-    # torchao announces on import which of its CUDA kernels it could not load, and the quantizer warns about
+    # torchao announces on import (and on later imports of its modules) which of its CUDA kernels it could not
+    # load, torch's pytree logs a deprecation notice when torchao registers its types, and the quantizer warns about
     # deprecations that do not apply to a CPU: noise in a command's output.
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    pytree = logging.getLogger("torch.utils._pytree")
+    level = pytree.level
+    pytree.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers[1:], levels[1:]):  # torchao's own stays quiet: it logs on later imports
-            logger.setLevel(level)
+        pytree.setLevel(level)
 
 
 def quantize_torch(folded: nn.Module, calib: torch.Tensor) -> nn.Module:
@@ -71,8 +71,6 @@ def quantize_torch(folded: nn.Module, calib: torch.Tensor) -> nn.Module:
                 for i in range(0, len(calib), CALIB_BATCH):
                     prepared(calib[i:i + CALIB_BATCH])
             return convert_pt2e(prepared)
-        except MobileNetError:
-            raise
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise MobileNetError(f"torch-int8 cannot quantize this model: {first}") from None

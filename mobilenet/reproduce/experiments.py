@@ -259,6 +259,7 @@ def _estimates(runs: list[Run], bundles: dict, cfg: ExperimentConfig) -> dict[st
     any_bundle = next(iter(bundles.values()))
     speed, out = {}, {}
     loading = {side: loading_seconds(bundle.train) for side, bundle in bundles.items()}
+    drawn: set[int] = set()  # sides whose images an earlier run has drawn (they stay cached for the later runs)
     for run in runs:
         spec, bundle = run.spec, bundles[run.spec.resolution]
         if spec.key not in speed:
@@ -267,10 +268,10 @@ def _estimates(runs: list[Run], bundles: dict, cfg: ExperimentConfig) -> dict[st
                                                  cfg.batch_size, cfg.channels_last)
         draw_s, load_s = loading[spec.resolution]
         per_epoch, fixed = run_cost(spec, bundle, speed[spec.key], load_s, cfg.timing_repeats)
-        # The first run at a side also draws that side's images (they stay cached for the later runs).
         images = sum(len(split) for split in (bundle.train, bundle.val, bundle.test) if split is not None)
-        out[run.name] = per_epoch * cfg.epochs + fixed + draw_s * images
-        loading[spec.resolution] = (0.0, load_s)
+        first = spec.resolution not in drawn
+        out[run.name] = per_epoch * cfg.epochs + fixed + (draw_s * images if first else 0.0)
+        drawn.add(spec.resolution)
     return out
 
 
