@@ -18,7 +18,7 @@ from torch import nn
 from .errors import MobileNetError
 from .layers import is_depthwise
 
-OPTIMIZERS = ("sgd", "rmsprop")
+OPTIMIZERS = ("sgd", "rmsprop", "lars", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 # Torch's RMSprop adds eps outside the square root, TensorFlow's inside: sqrt(1e-3) outside is the usual
 # TF-equivalent setting for the papers' RMSprop (TF epsilon 1e-3 with decay 0.9, momentum 0.9).
@@ -56,7 +56,43 @@ def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weig
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "rmsprop":
         return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=RMSPROP_EPS, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     raise MobileNetError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+class LARS(torch.optim.SGD):
+    """SGD with momentum on layer-wise normalised gradients: each tensor's gradient (with its weight decay) is
+    rescaled to the tensor's own norm, so ``lr`` is the relative change of every tensor per step (before momentum).
+
+    Plain SGD moves a tensor by ``lr · |g| / |w|`` of its size, and in MobileNets that ratio spans two orders of
+    magnitude (a depthwise filter's is 10-100 times a late pointwise layer's; full convolutions have the smallest).
+    The trust ratio of LARS (You et al. 2017, arXiv 1708.03888; here with coefficient 1 and applied to every
+    tensor) removes that spread. A tensor that is still zero (a BN shift at initialisation) takes a plain SGD step.
+    """
+
+    def __init__(self, params, lr: float, momentum: float):
+        super().__init__(params, lr=lr, momentum=momentum)
+        self._decay = [g["weight_decay"] for g in self.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group, decay in zip(self.param_groups, self._decay):
+            group["weight_decay"] = 0.0  # folded into the gradient below, before the rescaling
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if decay:
+                torch._foreach_add_(grads, params, alpha=decay)
+            # One batched norm per list (not a Python loop over tensors): the step stays as cheap as SGD's.
+            w = torch.stack(torch._foreach_norm(params))
+            g = torch.stack(torch._foreach_norm(grads))
+            ratio = torch.where((w > 0) & (g > 0), w / g.clamp_min(1e-30), torch.ones_like(w))
+            torch._foreach_mul_(grads, list(ratio.unbind()))
+        return super().step(closure)
 
 
 class LRFactor:

@@ -33,8 +33,9 @@ class TrainConfig:
         epochs: passes over the training split.
         batch_size: the global batch; under DDP each of N processes takes batch_size / N.
         lr: peak learning rate, reached after the warm-up.
-        optimizer: ``"sgd"`` (momentum) or ``"rmsprop"`` (the papers' optimizer).
-        momentum: momentum of either optimizer.
+        optimizer: ``"sgd"`` (momentum), ``"rmsprop"`` (the papers' optimizer), ``"adamw"`` or ``"lars"`` (SGD on
+            gradients rescaled per tensor, so ``lr`` is every layer's relative step).
+        momentum: momentum of SGD, RMSprop and LARS; AdamW's first-moment decay.
         weight_decay: L2 factor on conv and linear weights (not depthwise filters, norms or biases).
         decay_all: apply weight decay to every parameter.
         schedule: ``"cosine"``, ``"step"`` or ``"constant"``, after a linear warm-up.

@@ -22,7 +22,7 @@ from mobilenet.distributed import launch_local
 from mobilenet.errors import MobileNetError
 from mobilenet.layers import is_depthwise
 from mobilenet.models import create_model
-from mobilenet.optim import LRFactor, param_groups
+from mobilenet.optim import LRFactor, make_optimizer, param_groups
 from mobilenet.resumable import ResumableSampler
 from mobilenet.train import TrainConfig, evaluate, load_checkpoint, train
 
@@ -83,8 +83,9 @@ def step_losses(run: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run / "steps.jsonl").read_text().splitlines()]
 
 
-def test_a_few_steps_on_the_embedded_dataset_lower_the_loss(tmp_path):
-    cfg = TrainConfig(**TINY, data="shapes", limit=48, batch_size=48, epochs=16, optimizer="rmsprop", lr=0.002,
+@pytest.mark.parametrize("optimizer, lr", [("rmsprop", 0.002), ("adamw", 0.002), ("lars", 0.02)])
+def test_a_few_steps_on_the_embedded_dataset_lower_the_loss(tmp_path, optimizer, lr):
+    cfg = TrainConfig(**TINY, data="shapes", limit=48, batch_size=48, epochs=16, optimizer=optimizer, lr=lr,
                       augment="none", schedule="constant", warmup_epochs=0, label_smoothing=0.0,
                       output=str(tmp_path / "run"))
     result = train(cfg)
@@ -170,6 +171,26 @@ def test_weight_decay_skips_depthwise_filters_norms_and_biases():
     assert len(decayed) == 1 + 13 + 1  # stem, 13 pointwise convs, classifier (V1 Table 1)
     assert len(decayed) + len(exempt) == len(list(model.parameters()))
     assert len(param_groups(model, 4e-5, decay_all=True)) == 1
+
+
+def test_lars_moves_every_tensor_by_the_same_fraction_of_its_size():
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v1", alpha=0.25, num_classes=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = make_optimizer(model, "lars", lr=0.01, momentum=0.0, weight_decay=0.0)
+    model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
+    raw = {n: (torch.linalg.vector_norm(p.grad) / torch.linalg.vector_norm(p)).item()
+           for n, p in model.named_parameters() if p.ndim > 1}
+    opt.step()
+    steps = {n: (torch.linalg.vector_norm(p.detach() - before[n]) / torch.linalg.vector_norm(before[n])).item()
+             for n, p in model.named_parameters() if p.ndim > 1}
+    # Plain SGD's relative steps would spread as widely as |g| / |w| does (a factor of 10 or more here); LARS's
+    # are all the rate itself.
+    assert max(raw.values()) / min(raw.values()) > 10
+    assert steps.keys() == raw.keys() and all(abs(v - 0.01) < 1e-5 for v in steps.values())
+    # A zero tensor (a BN shift at initialisation) takes a plain SGD step instead of staying at zero.
+    shifts = [m.bias for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.count_nonzero(b) for b in shifts)
 
 
 def test_learning_rate_schedule_warms_up_then_decays():

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 
+from ..optim import OPTIMIZERS
 from .options import positive_float, positive_int
 
 
@@ -42,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, default=None,
                    help="peak learning rate for every model (default 0.05, for batch 64)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 64)")
-    p.add_argument("--optimizer", choices=("sgd", "rmsprop"), default=None, help="default sgd (momentum 0.9)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None,
+                   help="default sgd (momentum 0.9); lars rescales each layer's step to its own size")
     p.add_argument("--no-sweep", action="store_true", help="skip the learning-rate sweep (half and twice the rate)")
     p.add_argument("--no-grid", action="store_true", help="skip the 9 grid points that no table needs")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")

@@ -51,7 +51,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"global batch, split over the torchrun processes (default {DEFAULTS.batch_size})")
     g.add_argument("--lr", type=positive_float, default=S, help=f"peak learning rate (default {DEFAULTS.lr})")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=S,
-                   help=f"SGD with momentum, or RMSprop as in the papers (default {DEFAULTS.optimizer})")
+                   help=f"SGD with momentum, RMSprop as in the papers, AdamW, or LARS (SGD with every layer's step "
+                        f"scaled to its own size) (default {DEFAULTS.optimizer})")
     g.add_argument("--momentum", type=fraction, default=S, help=f"(default {DEFAULTS.momentum})")
     g.add_argument("--weight-decay", type=non_negative, default=S,
                    help=f"L2 on conv/linear weights; never on depthwise filters, norms, biases unless --decay-all "

@@ -6,11 +6,13 @@ pixels instead of 224, and the paper's ρ = 6/7, 5/7, 4/7 (192, 160, 128 at full
 ``round(base · ρ)``. Every model is trained the same way (the paper's practice): the same data, schedule, learning
 rate and number of steps, and for seed ``s`` the same data order and augmentation, so results pair up seed by seed.
 
-The plan, in order: every Table 4-7 configuration at every seed; a learning-rate sweep (half and twice the rate,
-seed 0) on the models most likely to prefer another rate (Table 4's pair, Shallow MobileNet, α = 0.25); the rest of
-the 16-point α x ρ grid at seed 0. Each finished run is written to ``<out>/runs/<run>.json`` at once, with its
-per-image test results, and a run still training keeps its checkpoints in ``<out>/runs/<run>/``: the same command
-run again skips what is finished and continues a killed run from its last epoch.
+The plan, in order: every Table 4-7 configuration at seed 0; a learning-rate sweep (half and twice the rate,
+seed 0) on the models most likely to prefer another rate (Table 4's pair, Shallow MobileNet, α = 0.25); the other
+seeds of every Table 4-7 configuration; the rest of the 16-point α x ρ grid at seed 0. The sweep comes early so
+that a rate outside the stable region shows within the first third of the run, not at its end. Each finished run
+is written to ``<out>/runs/<run>.json`` at once, with its per-image test results, and a run still training keeps
+its checkpoints in ``<out>/runs/<run>/``: the same command run again skips what is finished and continues a killed
+run from its last epoch.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class ExperimentConfig:
             the inference times in the tables are measured in NCHW either way).
         lr: peak learning rate, the same for every model (warm-up, then cosine decay).
         warmup_epochs: linear warm-up length.
-        optimizer: ``"sgd"`` (momentum 0.9) or ``"rmsprop"`` (the papers').
+        optimizer: ``"sgd"`` (momentum 0.9), ``"rmsprop"`` (the papers'), ``"adamw"`` or ``"lars"``.
         seeds: seeds per Table 4-7 configuration (the grid and the sweep use seed 0).
         lr_factors: the sweep's rates as multiples of ``lr`` (besides ``lr`` itself); empty for no sweep.
         grid: train the 9 grid points that no table needs (Figures 4-5).
@@ -160,9 +162,10 @@ def plan(cfg: ExperimentConfig) -> list[Run]:
     """Every run of the reproduction, in the order they train."""
     rows = table_rows(cfg.resolutions(), cfg.table4_alpha)
     core = _unique(s for t in ("table4", "table5", "table6", "table7") for s in rows[t])
-    runs = [Run(s, seed, cfg.lr, "tables") for seed in range(cfg.seeds) for s in core]
     swept = _unique([*rows["table4"], rows["table5"][1], rows["table6"][-1]])
+    runs = [Run(s, 0, cfg.lr, "tables") for s in core]
     runs += [Run(s, 0, cfg.lr * f, "sweep") for f in cfg.lr_factors for s in swept]
+    runs += [Run(s, seed, cfg.lr, "tables") for seed in range(1, cfg.seeds) for s in core]
     if cfg.grid:
         runs += [Run(s, 0, cfg.lr, "grid") for s in rows["grid"] if s not in core]
     return runs

@@ -121,6 +121,14 @@ def _at(by_rate: dict, rate: float):
     return None
 
 
+_OPTIMIZER_TEXT = {
+    "sgd": "SGD (momentum 0.9)",
+    "rmsprop": "RMSprop (decay 0.9, momentum 0.9)",
+    "lars": "LARS (SGD, momentum 0.9, on gradients rescaled per tensor to the tensor's norm, so the rate is each "
+            "layer's relative step)",
+}
+
+
 def accuracy_markdown(exp: dict) -> list[str]:
     """Section 3: the settings, the ρ mapping, Tables 4-7 (mean ± std over seeds), the sweep and the grid."""
     cfg = exp["config"]
@@ -130,7 +138,8 @@ def accuracy_markdown(exp: dict) -> list[str]:
     lines = [
         f"Every model is trained from scratch by `mobilenet.train` on **{cfg['data']}** "
         f"({len(exp['class_names'])} classes), {exp['train_samples']:,} training images, {cfg['epochs']} epochs, "
-        f"batch {cfg['batch_size']}, {cfg.get('optimizer', 'sgd').upper()} (momentum 0.9) lr {cfg['lr']:g} with "
+        f"batch {cfg['batch_size']}, {_OPTIMIZER_TEXT.get(cfg.get('optimizer', 'sgd'), cfg.get('optimizer'))} "
+        f"lr {cfg['lr']:g} with "
         f"a {cfg['warmup_epochs']:g}-epoch warm-up and cosine decay, label smoothing 0.1, 'light' augmentation, "
         f"fp32, {'channels_last' if cfg.get('channels_last') else 'NCHW'}: one recipe for every model, as in the "
         f"paper. Seeds 0-{cfg['seeds'] - 1} for every Table 4-7 configuration; seed s gives every model the same "
