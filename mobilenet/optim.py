@@ -75,24 +75,31 @@ class LARS(torch.optim.SGD):
 
     def __init__(self, params, lr: float, momentum: float):
         super().__init__(params, lr=lr, momentum=momentum)
-        self._decay = [g["weight_decay"] for g in self.param_groups]
+        for group in self.param_groups:
+            # Kept in the group (so a checkpoint restores it) and added to the gradient before the rescaling in
+            # step(); SGD itself must not add it a second time.
+            group["decay"], group["weight_decay"] = group["weight_decay"], 0.0
 
     @torch.no_grad()
     def step(self, closure=None):
-        for group, decay in zip(self.param_groups, self._decay):
-            group["weight_decay"] = 0.0  # folded into the gradient below, before the rescaling
+        loss = None
+        if closure is not None:  # the gradients must exist before they are rescaled
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             grads = [p.grad for p in params]
-            if decay:
-                torch._foreach_add_(grads, params, alpha=decay)
+            if group["decay"]:
+                torch._foreach_add_(grads, params, alpha=group["decay"])
             # One batched norm per list (not a Python loop over tensors): the step stays as cheap as SGD's.
             w = torch.stack(torch._foreach_norm(params))
             g = torch.stack(torch._foreach_norm(grads))
             ratio = torch.where((w > 0) & (g > 0), w / g.clamp_min(1e-30), torch.ones_like(w))
             torch._foreach_mul_(grads, list(ratio.unbind()))
-        return super().step(closure)
+        super().step()
+        return loss
 
 
 class LRFactor:

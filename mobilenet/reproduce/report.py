@@ -124,6 +124,7 @@ def _at(by_rate: dict, rate: float):
 _OPTIMIZER_TEXT = {
     "sgd": "SGD (momentum 0.9)",
     "rmsprop": "RMSprop (decay 0.9, momentum 0.9)",
+    "adamw": "AdamW (betas 0.9, 0.999)",
     "lars": "LARS (SGD, momentum 0.9, on gradients rescaled per tensor to the tensor's norm, so the rate is each "
             "layer's relative step)",
 }
@@ -139,8 +140,8 @@ def accuracy_markdown(exp: dict) -> list[str]:
         f"Every model is trained from scratch by `mobilenet.train` on **{cfg['data']}** "
         f"({len(exp['class_names'])} classes), {exp['train_samples']:,} training images, {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, {_OPTIMIZER_TEXT.get(cfg.get('optimizer', 'sgd'), cfg.get('optimizer'))} "
-        f"lr {cfg['lr']:g} with "
-        f"a {cfg['warmup_epochs']:g}-epoch warm-up and cosine decay, label smoothing 0.1, 'light' augmentation, "
+        f"lr {cfg['lr']:g} with a {cfg['warmup_epochs']:g}-epoch warm-up and cosine decay, label smoothing 0.1, "
+        "'light' augmentation, "
         f"fp32, {'channels_last' if cfg.get('channels_last') else 'NCHW'}: one recipe for every model, as in the "
         f"paper. Seeds 0-{cfg['seeds'] - 1} for every Table 4-7 configuration; seed s gives every model the same "
         f"data order and augmentation, so differences pair up seed by seed. Accuracy is top-1 on the "
