@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -95,6 +96,36 @@ def test_table_and_csv_have_every_column(report, tmp_path):
     assert report.csv_name().startswith("bench_") and "torch" in report.csv_name()
 
 
+def test_csv_reads_back_into_the_same_report(report, tmp_path):
+    from mobilenet.bench import Report
+
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"  # two runs joined, e.g. one model each
+    half = len(report.rows) // 2
+    Report(report.machine, report.threads, report.versions, 0.0, report.rows[:half]).write_csv(str(first))
+    Report(report.machine, report.threads, report.versions, 0.0, report.rows[half:]).write_csv(str(second))
+    back = Report.read_csv([str(first), str(second)])
+    assert (back.machine, back.threads, back.versions) == (report.machine, report.threads, report.versions)
+    assert len(back.rows) == len(report.rows)
+    for got, want in zip(back.rows, report.rows):
+        for name, value in vars(want).items():
+            assert getattr(got, name) == (pytest.approx(value, abs=1e-4) if isinstance(value, float) else value)
+    assert back.peaks["fp32"] == pytest.approx(statistics.median(r.peak_gflops for r in report.rows
+                                                                 if r.peak_kind == "fp32"), abs=1e-4)
+    assert back.markdown().count("\n| mobilenet_v2") == len(report.rows)
+    with pytest.raises(MobileNetError, match="not a CSV written by mobilenet bench"):
+        (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+        Report.read_csv([str(tmp_path / "bad.csv")])
+    with pytest.raises(MobileNetError, match="cannot read"):
+        Report.read_csv([str(tmp_path / "missing.csv")])
+
+
+def test_a_stopped_run_keeps_every_finished_measurement():
+    seen = []
+    report = run_bench(["mobilenet_v1"], batches=(1, 2), backends=["torch"], quick=True, repeats=1,
+                       breakdown=False, on_rows=lambda r: seen.append(len(r.rows)))
+    assert seen == [1, 2] and len(report.rows) == 2  # called after each model x batch with the rows so far
+
+
 def test_conv_kind_reads_weight_shapes():
     def event(name, shapes, parent=None):
         return SimpleNamespace(name=name, input_shapes=shapes, cpu_parent=parent)
@@ -153,6 +184,10 @@ def test_cli_bench_quick_json_and_csv(tmp_path, capsys):
         assert {"model", "backend", "batch", "latency_ms", "images_per_s"} <= set(r)
         assert r["model"] == "mobilenet_v1"
     assert path.exists()
+    assert main(["bench", "--from-csv", str(path), "--markdown"]) == 0  # the saved run's table, nothing measured
+    assert capsys.readouterr().out.count("\n| mobilenet_v1") == 2
+    assert main(["bench", "--from-csv", str(tmp_path / "none.csv")]) == 2  # a one-line error, no traceback
+    assert "cannot read" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--batch", "0"])
     assert exit_info.value.code == 2

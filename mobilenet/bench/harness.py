@@ -32,7 +32,7 @@ BLOCK_SECONDS = 0.25  # timed seconds per block: long enough for a runtime to se
 
 def run_bench(models=DEFAULT_MODELS, batches=(1, 32), backends=None, *, alpha: float | None = None,
               resolution: int | None = None, quick: bool = False, repeats: int | None = None,
-              breakdown: bool = True, threads: int | None = None, progress=None) -> Report:
+              breakdown: bool = True, threads: int | None = None, progress=None, on_rows=None) -> Report:
     """Measures every model × backend × batch and returns a :class:`Report`.
 
     Args:
@@ -46,6 +46,8 @@ def run_bench(models=DEFAULT_MODELS, batches=(1, 32), backends=None, *, alpha: f
         breakdown: profile the torch backends per layer kind and time torch.mm on the pointwise shapes.
         threads: intra-op threads for every backend and for the GEMM peaks (default: torch's current setting).
         progress: a callable ``(description) -> None`` called before each measurement.
+        on_rows: a callable ``(report) -> None`` called with the report so far after each model x batch, so a
+            caller can save what was measured before a long run is stopped.
     """
     backends = list(backends or available_backends())
     unknown = [b for b in backends if b not in (*CONCRETE, "auto")]
@@ -54,12 +56,12 @@ def run_bench(models=DEFAULT_MODELS, batches=(1, 32), backends=None, *, alpha: f
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
-        return _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown, progress)
+        return _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown, progress, on_rows)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown, progress) -> Report:
+def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown, progress, on_rows) -> Report:
     alpha = alpha if alpha is not None else (0.25 if quick else 1.0)
     resolution = resolution if resolution is not None else (64 if quick else 224)
     backends = ["torch"] + [b for b in backends if b != "torch"]
@@ -97,8 +99,10 @@ def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown
                         progress(f"{name} {backend} batch {batch}: profile")
                     fill_breakdown(row, runners[backend], x, cost, quick)
                 report.rows.append(row)
-    report.peaks = {k: statistics.median(v) for k, v in peaks.items() if v}
-    report.gemm_peak_gflops = report.peaks.get("fp32", 0.0)
+            report.peaks = {k: statistics.median(v) for k, v in peaks.items() if v}
+            report.gemm_peak_gflops = report.peaks.get("fp32", 0.0)
+            if on_rows:
+                on_rows(report)
     return report
 
 

@@ -6,7 +6,10 @@ import csv
 import json
 import os
 import re
+import statistics
 from dataclasses import asdict, dataclass, field
+
+from ..errors import MobileNetError
 
 
 @dataclass
@@ -69,13 +72,45 @@ class Report:
                 f"_ort{self.versions.get('onnxruntime', 'none')}.csv")
 
     def write_csv(self, path: str) -> str:
+        """Writes every row (with the machine, threads and library versions) to ``path``, replacing it atomically:
+        a run stopped while writing leaves the previous file whole."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["machine", "threads", *Row.__dataclass_fields__])
+        versions = "; ".join(f"{k} {v}" for k, v in self.versions.items())
+        with open(f"{path}.tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["machine", "threads", "versions", *Row.__dataclass_fields__])
             writer.writeheader()
             for row in self.rows:
-                writer.writerow({"machine": self.machine, "threads": self.threads, **_rounded(asdict(row))})
+                writer.writerow({"machine": self.machine, "threads": self.threads, "versions": versions,
+                                 **_rounded(asdict(row))})
+        os.replace(f"{path}.tmp", path)
         return path
+
+    @classmethod
+    def read_csv(cls, paths: list[str]) -> Report:
+        """The report written by :meth:`write_csv` to one or more files (separate runs on one machine, e.g. one
+        model each), so its tables can be printed again; peaks are the medians of the rows' own.
+
+        Raises:
+            MobileNetError: a missing file, or one that is not a bench CSV.
+        """
+        rows, machine, threads, versions = [], "", 0, {}
+        for path in paths:
+            try:
+                with open(path, newline="") as f:
+                    records = list(csv.DictReader(f))
+                for rec in records:
+                    machine, threads = rec.pop("machine"), int(rec.pop("threads"))
+                    versions = dict(v.split(" ", 1) for v in rec.pop("versions", "").split("; ") if " " in v)
+                    rows.append(Row(**{k: _parse(Row.__dataclass_fields__[k].type, v) for k, v in rec.items()}))
+            except OSError as e:
+                raise MobileNetError(f"cannot read {path}: {e.strerror}") from None
+            except (KeyError, TypeError, ValueError) as e:
+                raise MobileNetError(f"{path} is not a CSV written by mobilenet bench ({e})") from None
+        peaks: dict[str, list[float]] = {}
+        for r in rows:
+            peaks.setdefault(r.peak_kind, []).append(r.peak_gflops)
+        medians = {k: statistics.median(v) for k, v in peaks.items()}
+        return cls(machine, threads, versions, medians.get("fp32", 0.0), rows, medians)
 
     def json_lines(self) -> str:
         return "\n".join(json.dumps(_rounded(asdict(r))) for r in self.rows)
@@ -158,6 +193,14 @@ def _opt(value: float | None, width: int) -> str:
 
 def _label(r: Row) -> str:
     return f"{r.model} a{r.alpha:g} r{r.resolution}"
+
+
+def _parse(kind: str, text: str):
+    """A CSV cell back to its field's type (annotations are strings here: ``from __future__ import annotations``)."""
+    if kind.endswith("| None") and text == "":
+        return None
+    kind = kind.removesuffix(" | None")
+    return int(text) if kind == "int" else float(text) if kind == "float" else text
 
 
 def _rounded(d: dict) -> dict:

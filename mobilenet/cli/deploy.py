@@ -111,7 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement instead of tables")
     p.add_argument("--markdown", action="store_true", help="print the README's markdown table (ratios to torch "
                    "eager and to OpenVINO's best, %% of the matching GEMM peak, int8 vs fp32) instead of tables")
-    p.add_argument("--csv", metavar="PATH", help="CSV path (default results/bench_<machine>_<versions>.csv)")
+    p.add_argument("--csv", metavar="PATH", help="CSV path (default results/bench_<machine>_<versions>.csv); "
+                   "rewritten after every model x batch, so a stopped run keeps what it measured")
+    p.add_argument("--from-csv", metavar="PATH", action="append", default=None, help="measure nothing: print the "
+                   "tables of CSVs written earlier (repeat to join runs, e.g. one per model)")
     p.set_defaults(func=run_bench)
 
 
@@ -204,15 +207,27 @@ def run_bench(args: argparse.Namespace) -> int:
         bar.set_description(text)
         bar.update()
 
+    if args.from_csv:
+        from ..bench.report import Report
+
+        report = Report.read_csv(args.from_csv)
+        print(report.json_lines() if args.json else report.markdown() if args.markdown else report.table())
+        return 0
+    path = args.csv
+
+    def save(report) -> None:  # after every model x batch: a stopped run keeps what it measured
+        nonlocal path
+        path = path or (None if args.quick else os.path.join("results", report.csv_name()))
+        if path:
+            report.write_csv(path)
+
     try:
         report = bench(args.models or DEFAULT_MODELS, args.batch, args.backend or available_backends(),
                        alpha=args.alpha, resolution=args.resolution, quick=args.quick, repeats=args.repeats,
-                       breakdown=not args.no_breakdown, threads=args.threads, progress=progress)
+                       breakdown=not args.no_breakdown, threads=args.threads, progress=progress, on_rows=save)
     finally:
         bar.close()
+        if path:
+            print(f"wrote {path}", file=sys.stderr)
     print(report.json_lines() if args.json else report.markdown() if args.markdown else report.table())
-    path = args.csv or (None if args.quick else os.path.join("results", report.csv_name()))
-    if path:
-        report.write_csv(path)
-        print(f"wrote {path}", file=sys.stderr)
     return 0
