@@ -149,6 +149,14 @@ def test_timing_helpers():
         assert gemm_peak(128, 2, kind) > 0
 
 
+def test_gemm_references_shrink_to_a_bounded_call():
+    from mobilenet.bench.peaks import KINDS, gemm_sizes
+
+    # A reference kernel (no VNNI, no AVX512-BF16) runs 100x slower than fp32: its side halves until a call fits.
+    assert gemm_sizes(1024, call_seconds=1e9) == dict.fromkeys(KINDS, 1024)
+    assert gemm_sizes(1024, call_seconds=1e-9) == dict.fromkeys(KINDS, 256)
+
+
 def test_unknown_backend_is_an_error():
     with pytest.raises(MobileNetError, match="unknown backend"):
         run_bench(["mobilenet_v1"], backends=["tensorrt"], quick=True)

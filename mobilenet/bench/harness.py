@@ -23,7 +23,7 @@ from ..errors import MobileNetError
 from ..models import create_model
 from ..timing import SETTLE, SETTLE_TIME, alternate, library_versions, machine_name, time_call
 from .breakdown import fill_breakdown
-from .peaks import KINDS, gemm_call, gemm_rate, peak_kind
+from .peaks import KINDS, gemm_call, gemm_rate, gemm_sizes, peak_kind
 from .report import Report, Row
 
 DEFAULT_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large")
@@ -65,7 +65,7 @@ def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown
     alpha = alpha if alpha is not None else (0.25 if quick else 1.0)
     resolution = resolution if resolution is not None else (64 if quick else 224)
     backends = ["torch"] + [b for b in backends if b != "torch"]
-    gemm_n = 512 if quick else 2048
+    gemm_n = gemm_sizes(512 if quick else 2048)
     report = Report(machine_name(), torch.get_num_threads(), library_versions(), 0.0)
     peaks: dict[str, list[float]] = {k: [] for k in KINDS}
     for name in models:
@@ -107,13 +107,15 @@ def _run(models, batches, backends, alpha, resolution, quick, repeats, breakdown
 
 
 def measure_alone(runners: dict, x: torch.Tensor, cost, quick: bool, repeats: int | None,
-                  gemm_n: int) -> tuple[dict[str, Row], dict[str, float]]:
-    """Times every runner on ``x`` and the three GEMM references, each in blocks alternated across rounds.
+                  gemm_n: int | dict[str, int]) -> tuple[dict[str, Row], dict[str, float]]:
+    """Times every runner on ``x`` and the three GEMM references (side ``gemm_n``, or per precision), each in
+    blocks alternated across rounds.
 
     Returns the rows and the GEMM rates (GFLOP/s; GOP/s for int8) measured in the same rounds.
     """
     calls = {name: (lambda r=r: r(x)) for name, r in runners.items()}
-    calls.update({f"gemm-{kind}": gemm_call(kind, gemm_n) for kind in KINDS})
+    sides = gemm_n if isinstance(gemm_n, dict) else dict.fromkeys(KINDS, gemm_n)
+    calls.update({f"gemm-{kind}": gemm_call(kind, sides[kind]) for kind in KINDS})
     with torch.inference_mode():
         for fn in calls.values():
             fn()  # compiles (torch backends), allocates, packs weights
@@ -122,7 +124,7 @@ def measure_alone(runners: dict, x: torch.Tensor, cost, quick: bool, repeats: in
                   first.items()}
         rounds = repeats or (2 if quick else 5)
         timings = alternate(calls, rounds=rounds, block=blocks, warmup=0, settle=SETTLE, settle_time=SETTLE_TIME)
-    rates = {kind: gemm_rate(gemm_n, timings.pop(f"gemm-{kind}").median) for kind in KINDS}
+    rates = {kind: gemm_rate(sides[kind], timings.pop(f"gemm-{kind}").median) for kind in KINDS}
     batch = x.shape[0]
     base = timings["torch"].median
     rows = {}

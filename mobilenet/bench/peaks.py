@@ -27,6 +27,26 @@ def gemm_call(kind: str, n: int) -> Callable[[], torch.Tensor]:
     return lambda: torch.mm(a, b)
 
 
+def gemm_sizes(n_max: int, call_seconds: float = 0.1) -> dict[str, int]:
+    """Per precision, the largest side up to ``n_max`` (halving from it) whose GEMM takes about ``call_seconds``.
+
+    A CPU without VNNI or AVX512-BF16 runs ``torch._int_mm`` and bf16 ``torch.mm`` on reference kernels, some
+    hundred times slower than fp32 (measured 1-2 GOP/s on an AVX2-only AMD EPYC): a 2048³ reference call would
+    take about 15 s and the benchmark hours. The rate is timed at n = 256 and the cube law picks the side.
+    """
+    sizes = {}
+    with torch.inference_mode():
+        for kind in KINDS:
+            call = gemm_call(kind, 256)
+            call()
+            rate = gemm_rate(256, measure(call, min_time=0.0, max_runs=3).median)
+            n = n_max
+            while n > 256 and 2 * n**3 / (rate * 1e9) > call_seconds:
+                n //= 2
+            sizes[kind] = n
+    return sizes
+
+
 def gemm_rate(n: int, seconds: float) -> float:
     """GFLOP/s (GOP/s for int8) of an n×n×n GEMM that took ``seconds``."""
     return 2 * n**3 / seconds / 1e9
