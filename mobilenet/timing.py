@@ -151,15 +151,32 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+# /proc/cpuinfo flags -> the tag that names what they add to matrix arithmetic, widest vectors first.
+_ISA_TAGS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx512_vnni", "vnni"), ("avx_vnni", "vnni"),
+             ("avx512_bf16", "bf16"), ("amx_tile", "amx"))
+
+
 def machine_name() -> str:
-    """The CPU model (from /proc/cpuinfo where available) and the core count."""
-    name = platform.processor() or platform.machine()
+    """The CPU model, the core count and the matrix instructions the CPU has (from /proc/cpuinfo where available),
+    e.g. ``AMD EPYC 2cpu avx2``: one model name covers CPUs with and without VNNI or AVX512-BF16, whose fastest
+    backends differ."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
+            return describe_cpu(f.read(), os.cpu_count())
     except OSError:
-        pass
-    return f"{name} {os.cpu_count()}cpu"
+        return describe_cpu("", os.cpu_count())
+
+
+def describe_cpu(cpuinfo: str, cpus: int | None) -> str:
+    """:func:`machine_name` from the text of /proc/cpuinfo (the first processor's model name and flags)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    tags = []
+    for flag, tag in _ISA_TAGS:
+        if flag in flags and tag not in tags and not (tag == "avx2" and "avx512" in tags):
+            tags.append(tag)
+    return " ".join([name, f"{cpus}cpu", "+".join(tags)]).strip()

@@ -157,6 +157,20 @@ def test_gemm_references_shrink_to_a_bounded_call():
     assert gemm_sizes(1024, call_seconds=1e-9) == dict.fromkeys(KINDS, 256)
 
 
+def test_int8_reference_is_the_faster_int8_gemm():
+    from mobilenet.bench.peaks import _INT8_GEMMS, gemm_rate, int8_gemm
+    from mobilenet.timing import measure
+
+    rates = {}
+    for name, make in _INT8_GEMMS.items():
+        call = make(256)
+        call()
+        rates[name] = gemm_rate(256, measure(call, min_time=0.0, max_runs=5).median)
+    chosen = int8_gemm()
+    # Timing noise may swap two close kernels; a kernel several times slower is never the reference.
+    assert rates[chosen] >= 0.5 * max(rates.values())
+
+
 def test_unknown_backend_is_an_error():
     with pytest.raises(MobileNetError, match="unknown backend"):
         run_bench(["mobilenet_v1"], backends=["tensorrt"], quick=True)
@@ -202,3 +216,16 @@ def test_cli_bench_quick_json_and_csv(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse expands % in help texts: every one must be escaped
         main(["bench", "--help"])
     assert exit_info.value.code == 0 and "--markdown" in capsys.readouterr().out
+
+
+def test_machine_name_says_which_matrix_instructions_the_cpu_has():
+    from mobilenet.timing import describe_cpu
+
+    zen3 = ("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n"
+            "processor\t: 1\nmodel name\t: X\n")
+    assert describe_cpu(zen3, 2) == "AMD EPYC 2cpu avx2"
+    zen4 = "model name\t: AMD EPYC\nflags\t: avx2 avx512f avx512_vnni avx512_bf16\n"
+    assert describe_cpu(zen4, 2) == "AMD EPYC 2cpu avx512+vnni+bf16"
+    xeon = "model name\t: Intel(R) Xeon(R)\nflags\t: avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8\n"
+    assert describe_cpu(xeon, 2) == "Intel(R) Xeon(R) 2cpu avx512+vnni+bf16+amx"
+    assert describe_cpu("", 4).endswith(" 4cpu")  # no /proc/cpuinfo: the platform's name

@@ -2,11 +2,14 @@
 
 A backend's share of the peak is only meaningful against the arithmetic it runs: fp32 work against torch.mm in
 float32, bf16 work against torch.mm in bfloat16 (oneDNN uses AVX512-BF16 or AMX where the CPU has them), int8
-work against ``torch._int_mm`` (int8 × int8 → int32, VNNI or AMX).
+work against the faster of ``torch._int_mm`` (int8 × int8 → int32, VNNI or AMX) and the quantized engine's
+u8 × s8 linear layer.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -17,14 +20,52 @@ KINDS = ("fp32", "bf16", "int8")
 
 
 def gemm_call(kind: str, n: int) -> Callable[[], torch.Tensor]:
-    """A zero-argument n×n×n matrix multiply at precision ``kind``."""
+    """A zero-argument n×n×n matrix multiply at precision ``kind``; for int8, the faster of torch's two int8
+    GEMMs on this CPU (:func:`int8_gemm`)."""
     if kind == "int8":
-        a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
-        b = torch.randint(-128, 128, (n, n), dtype=torch.int8)
-        return lambda: torch._int_mm(a, b)
+        return _INT8_GEMMS[int8_gemm()](n)
     dtype = torch.bfloat16 if kind == "bf16" else torch.float32
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return lambda: torch.mm(a, b)
+
+
+def _int_mm(n: int) -> Callable[[], torch.Tensor]:
+    a = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+    b = torch.randint(-128, 128, (n, n), dtype=torch.int8)
+    return lambda: torch._int_mm(a, b)
+
+
+def _quantized_linear(n: int) -> Callable[[], torch.Tensor]:
+    # u8 activations x s8 weights, int32 accumulation, requantized to u8: the quantized engine's GEMM (FBGEMM or
+    # oneDNN), the same arithmetic as the int8 convolutions of the backends. Its quantized tensors are deprecated
+    # in favour of PT2E (which has no standalone GEMM to time); where they are gone, _int_mm is the reference.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*deprecated", category=UserWarning)
+        x = torch.quantize_per_tensor(torch.rand(n, n), 1 / 255, 0, torch.quint8)
+        w = torch.quantize_per_tensor(torch.randn(n, n).clamp(-1, 1), 1 / 127, 0, torch.qint8)
+    packed = torch.ops.quantized.linear_prepack(w, None)
+    return lambda: torch.ops.quantized.linear(x, packed, 1.0, 0)
+
+
+_INT8_GEMMS = {"torch._int_mm": _int_mm, "quantized.linear": _quantized_linear}
+
+
+@functools.cache
+def int8_gemm() -> str:
+    """The name of torch's faster int8 GEMM here, timed at n = 256. ``torch._int_mm`` uses VNNI or AMX where the
+    CPU has them and a reference loop otherwise (1-2 GOP/s on an AVX2-only AMD EPYC, slower than fp32), while the
+    quantized engine's kernels use AVX2's ``vpmaddubsw``: against ``_int_mm`` alone, int8 backends on such a CPU
+    would show thousands of per cent of the "peak"."""
+    rates = {}
+    with torch.inference_mode():
+        for name, make in _INT8_GEMMS.items():
+            try:
+                call = make(256)
+                call()
+            except (RuntimeError, AttributeError):  # an engine this build lacks
+                continue
+            rates[name] = gemm_rate(256, measure(call, min_time=0.0, max_runs=3).median)
+    return max(rates, key=rates.__getitem__, default="torch._int_mm")
 
 
 def gemm_sizes(n_max: int, call_seconds: float = 0.1) -> dict[str, int]:

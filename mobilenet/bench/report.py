@@ -137,10 +137,12 @@ class Report:
             lines += ["", "per layer kind (torch.profiler on the backend's own ops; mm: torch.mm on each pointwise "
                           "layer's M x N x K, timed right after each profiled pass)", head, "-" * len(head)]
             for r in broken:
+                # A profile that found no pointwise kernel (int8 lowerings have their own names) leaves the
+                # pointwise rates empty.
                 lines.append(
                     f"{_label(r):<22} {r.backend:<11} {r.batch:>5} | {r.dw_time_pct:5.1f} {r.pw_time_pct:5.1f} "
                     f"{r.other_time_pct:5.1f}  | {r.dw_madds_pct:5.1f} {r.pw_madds_pct:5.1f} {r.other_madds_pct:5.1f}"
-                    f"   | {r.pw_gmac_per_s:16.1f} {r.mm_gmac_per_s:10.1f} {r.pw_pct_of_mm:8.1f}")
+                    f"   | {_opt(r.pw_gmac_per_s, 16, 1)} {_opt(r.mm_gmac_per_s, 10, 1)} {_opt(r.pw_pct_of_mm, 8, 1)}")
         notes = sorted({f"{r.backend}: {r.note}" for r in self.rows if r.note})
         return "\n".join(lines + [""] + notes + [""] + self.int8_lines() + self.openvino_lines() + self.skipped_lines())
 
@@ -187,8 +189,8 @@ class Report:
         return lines
 
 
-def _opt(value: float | None, width: int) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}.2f}"
+def _opt(value: float | None, width: int, digits: int = 2) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 def _label(r: Row) -> str:
