@@ -109,6 +109,16 @@ def test_patterns_sizes_resolve_a_one_point_claim():
     assert patterns.SPLITS["test"][0] >= 10_000 and patterns.SPLITS["val"][0] >= 5_000
 
 
+@pytest.mark.parametrize("ss", [2, 3, 4, 5])
+def test_patterns_box_filter_is_numpys_mean_to_the_bit(ss):
+    # The renderer's fast block mean must give exactly the floats of the reshape-mean it replaced: the committed
+    # reproduction was drawn with the latter, and one ulp can flip a pixel's rounding.
+    from mobilenet.data.patterns import _box_mean
+
+    image = (np.random.default_rng(ss).random((12 * ss, 12 * ss, 3)) * 255).astype(np.float32)
+    assert np.array_equal(_box_mean(image, ss), image.reshape(12, ss, 12, ss, 3).mean((1, 3)))
+
+
 def test_patterns_labels_are_shape_and_texture():
     # Each class is one (shape, texture) pair; a shape with another texture, or a texture on another shape, is
     # another class, and every shade of hue is shared by classes that differ in both.

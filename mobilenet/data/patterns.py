@@ -133,12 +133,11 @@ class PatternsRenderer:
         ss = max(1, math.ceil(128 / resolution))  # supersampling to a >= 128 px canvas: exact area coverage
         side = resolution * ss
         axis = (np.arange(side) + 0.5) / side
-        x, y = np.meshgrid(axis, axis)
 
         # Background: a smooth random field (a 3x3 grid of colours, bicubically stretched) with clutter on it.
-        coarse = np.stack([_hsv(rng.random(), rng.uniform(0, cfg.background_saturation), rng.uniform(0.15, 1))
-                           for _ in range(9)]).reshape(3, 3, 3)
-        coarse = (coarse * 255).astype(np.uint8)
+        hsv = np.array([(rng.random(), rng.uniform(0, cfg.background_saturation), rng.uniform(0.15, 1))
+                        for _ in range(9)])
+        coarse = (_hsv(hsv[:, :1], hsv[:, 1:2], hsv[:, 2:]).reshape(3, 3, 3) * 255).astype(np.uint8)
         canvas = Image.fromarray(coarse, "RGB").resize((side, side), Image.BICUBIC)
         draw = ImageDraw.Draw(canvas)
         for _ in range(rng.integers(cfg.blobs[0], cfg.blobs[1] + 1)):
@@ -158,24 +157,24 @@ class PatternsRenderer:
         mask_img = Image.new("L", (side, side), 0)
         ImageDraw.Draw(mask_img).polygon([tuple(p) for p in (pts * side).tolist()], fill=255)
         mask = np.asarray(mask_img) > 127
+        rows, cols = np.nonzero(mask)  # the texture is evaluated under the object only
 
         fn, period = TEXTURES[texture]
         period *= math.exp(rng.uniform(-1, 1) * math.log1p(cfg.period_jitter))
         phi = rng.uniform(0, 2 * math.pi)
-        dx, dy = x - cx, y - cy
+        dx, dy = axis[cols] - cx, axis[rows] - cy
         u = (dx * math.cos(phi) + dy * math.sin(phi)) / period + rng.uniform(0, 1)
         v = (-dx * math.sin(phi) + dy * math.cos(phi)) / period + rng.uniform(0, 1)
         if texture == "rings":  # concentric about the object's centre
             u, v = dx / period, dy / period
-        share = fn(u, v, rng).astype(np.float32)
+        share = fn(u, v, rng).astype(np.float32)[:, None]
         hue = CLASS_HUES[label] + rng.uniform(-1, 1) * cfg.hue_jitter
         c0 = _hsv(hue, rng.uniform(0.55, 1.0), rng.uniform(0.6, 1.0))  # the light colour and a dark one
         c1 = _hsv(hue + rng.uniform(-1, 1) * cfg.hue_jitter, rng.uniform(0.3, 1.0), rng.uniform(0.05, 0.4))
         if rng.random() < 0.5:
             c0, c1 = c1, c0
-        fill = (c0 * (1 - share[..., None]) + c1 * share[..., None]) * 255
-        image = np.asarray(canvas, dtype=np.float32).copy()
-        image[mask] = fill[mask]
+        image = np.array(canvas, dtype=np.float32)
+        image[rows, cols] = (c0 * (1 - share) + c1 * share) * 255
 
         for _ in range(rng.integers(cfg.strokes[0], cfg.strokes[1] + 1)):  # thin strokes, some over the object
             stroke = Image.new("L", (side, side), 0)
@@ -188,14 +187,27 @@ class PatternsRenderer:
             image[on] = np.array(_rgb(rng.random(3)), dtype=np.float32)
 
         if ss > 1:  # box filter: each output pixel is the mean of its ss x ss block
-            image = image.reshape(resolution, ss, resolution, ss, 3).mean((1, 3))
+            image = _box_mean(image, ss)
         sigma = 255 * rng.uniform(*cfg.noise)
         image += rng.standard_normal(image.shape, dtype=np.float32) * sigma
         return np.clip(image + 0.5, 0, 255).astype(np.uint8), label
 
 
-def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    """An RGB colour in [0, 1] from hue (turns, wrapped), saturation and value."""
+def _box_mean(image: np.ndarray, ss: int) -> np.ndarray:
+    """The mean of every ss x ss block of a float32 (H, W, 3) image: the same floats, to the bit, as
+    ``image.reshape(H // ss, ss, W // ss, ss, 3).mean((1, 3))``, which adds the block row by row, but 3-4x faster
+    (that reduction over two strided axes is numpy's slow path)."""
+    total = image[::ss, ::ss].copy()
+    for i in range(ss):
+        for j in range(ss):
+            if i or j:
+                total += image[i::ss, j::ss]
+    return total / np.float32(ss * ss)
+
+
+def _hsv(h, s, v) -> np.ndarray:
+    """An RGB colour in [0, 1] from hue (turns, wrapped), saturation and value; for arrays of shape (N, 1), N
+    colours (N, 3)."""
     k = (np.array([5.0, 3.0, 1.0]) + (h % 1.0) * 6) % 6
     return v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1)
 
