@@ -201,25 +201,24 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..bench import DEFAULT_MODELS
     from ..bench import run_bench as bench
 
-    bar = tqdm(desc="bench", leave=False, file=sys.stderr, disable=not sys.stderr.isatty())
-
-    def progress(text: str) -> None:
-        bar.set_description(text)
-        bar.update()
-
     if args.from_csv:
         from ..bench.report import Report
 
         report = Report.read_csv(args.from_csv)
         print(report.json_lines() if args.json else report.markdown() if args.markdown else report.table())
         return 0
-    path = args.csv
+    bar = tqdm(desc="bench", leave=False, file=sys.stderr, disable=not sys.stderr.isatty())
+
+    def progress(text: str) -> None:
+        bar.set_description(text)
+        bar.update()
+
+    written: list[str] = []
 
     def save(report) -> None:  # after every model x batch: a stopped run keeps what it measured
-        nonlocal path
-        path = path or (None if args.quick else os.path.join("results", report.csv_name()))
+        path = args.csv or (None if args.quick else os.path.join("results", report.csv_name()))
         if path:
-            report.write_csv(path)
+            written[:] = [report.write_csv(path)]
 
     try:
         report = bench(args.models or DEFAULT_MODELS, args.batch, args.backend or available_backends(),
@@ -227,7 +226,7 @@ def run_bench(args: argparse.Namespace) -> int:
                        breakdown=not args.no_breakdown, threads=args.threads, progress=progress, on_rows=save)
     finally:
         bar.close()
-        if path:
-            print(f"wrote {path}", file=sys.stderr)
+        if written:
+            print(f"wrote {written[0]}", file=sys.stderr)
     print(report.json_lines() if args.json else report.markdown() if args.markdown else report.table())
     return 0
