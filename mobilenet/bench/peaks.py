@@ -57,14 +57,11 @@ def int8_gemm() -> str:
     quantized engine's kernels use AVX2's ``vpmaddubsw``: against ``_int_mm`` alone, int8 backends on such a CPU
     would show thousands of per cent of the "peak"."""
     rates = {}
-    with torch.inference_mode():
-        for name, make in _INT8_GEMMS.items():
-            try:
-                call = make(256)
-                call()
-            except (RuntimeError, AttributeError):  # an engine this build lacks
-                continue
-            rates[name] = gemm_rate(256, measure(call, min_time=0.0, max_runs=3).median)
+    for name, make in _INT8_GEMMS.items():
+        try:
+            rates[name] = _timed_rate(make(256), 256)
+        except (RuntimeError, AttributeError):  # an engine this build lacks
+            continue
     return max(rates, key=rates.__getitem__, default="torch._int_mm")
 
 
@@ -76,15 +73,11 @@ def gemm_sizes(n_max: int, call_seconds: float = 0.1) -> dict[str, int]:
     take about 15 s and the benchmark hours. The rate is timed at n = 256 and the cube law picks the side.
     """
     sizes = {}
-    with torch.inference_mode():
-        for kind in KINDS:
-            call = gemm_call(kind, 256)
-            call()
-            rate = gemm_rate(256, measure(call, min_time=0.0, max_runs=3).median)
-            n = n_max
-            while n > 256 and 2 * n**3 / (rate * 1e9) > call_seconds:
-                n //= 2
-            sizes[kind] = n
+    for kind in KINDS:
+        rate, n = _timed_rate(gemm_call(kind, 256), 256), n_max
+        while n > 256 and 2 * n**3 / (rate * 1e9) > call_seconds:
+            n //= 2
+        sizes[kind] = n
     return sizes
 
 
@@ -96,8 +89,13 @@ def gemm_rate(n: int, seconds: float) -> float:
 def gemm_peak(n: int = 2048, repeats: int = 10, kind: str = "fp32") -> float:
     """This machine's GEMM rate at ``kind`` in GFLOP/s: the median of ``repeats`` n×n×n multiplies (current
     threads)."""
+    return _timed_rate(gemm_call(kind, n), n, repeats)
+
+
+def _timed_rate(call: Callable[[], torch.Tensor], n: int, repeats: int = 3) -> float:
+    """The rate of an n×n×n GEMM call: the median of ``repeats`` timed calls after :func:`measure`'s warm-up."""
     with torch.inference_mode():
-        return gemm_rate(n, measure(gemm_call(kind, n), min_time=0.0, max_runs=repeats).median)
+        return gemm_rate(n, measure(call, min_time=0.0, max_runs=repeats).median)
 
 
 def peak_kind(precision: str) -> str:
