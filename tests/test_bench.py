@@ -229,3 +229,16 @@ def test_machine_name_says_which_matrix_instructions_the_cpu_has():
     xeon = "model name\t: Intel(R) Xeon(R)\nflags\t: avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8\n"
     assert describe_cpu(xeon, 2) == "Intel(R) Xeon(R) 2cpu avx512+vnni+bf16+amx"
     assert describe_cpu("", 4).endswith(" 4cpu")  # no /proc/cpuinfo: the platform's name
+
+
+def test_profiler_chatter_is_dropped_and_other_stderr_kept(capfd):
+    import os
+
+    from torch.profiler import profile
+
+    from mobilenet.bench.breakdown import _without_kineto_chatter
+
+    with _without_kineto_chatter(), profile():
+        torch.ones(4).sum()
+        os.write(2, b"USDT:2026-01-01 1:1 Handler.cpp:52] profiler_start\na real warning\n")
+    assert capfd.readouterr().err == "a real warning\n"

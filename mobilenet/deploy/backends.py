@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import MobileNetError
 from .export import check_matches, export_onnx, read_info
 from .fold import fold_bn
+from .heap import retain_freed_memory
 from .images import sample_images
 from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
 from .quantize import quantize_onnx
@@ -125,6 +126,7 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
     if model is not None:
         model.eval()
         info = info or model_info(model)
+    retain_freed_memory()  # large batches would otherwise page-fault their activations in on every call
     if backend == "auto":
         from .auto import auto_runner
         return auto_runner(model, info, batch=batch, val=val, max_top1_drop=max_top1_drop, calib=calib,

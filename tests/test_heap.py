@@ -1,0 +1,51 @@
+"""The freed-memory setting: after it, a large block freed and allocated again costs no page faults."""
+
+import platform
+import resource
+import subprocess
+import sys
+
+import pytest
+
+glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                           reason="the setting applies to glibc's malloc only")
+
+# Allocates and frees 64 MiB (above glibc's largest mmap threshold) four times and prints the minor page faults of
+# the last three; each child starts from glibc's defaults.
+CHILD = """
+import resource, sys, torch
+from mobilenet.deploy.heap import retain_freed_memory
+print(retain_freed_memory() if sys.argv[1] == "on" else False)
+def touch():
+    torch.ones(16 * 2**20).sum()
+touch()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    touch()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(mode: str, env=None) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True,
+                         env=env).stdout.split()
+    return out[0], int(out[1])
+
+
+@glibc
+def test_freed_memory_is_reused_without_page_faults():
+    applied, faults = _faults("on")
+    assert applied == "True"
+    _, default_faults = _faults("off")
+    pages = 3 * 64 * 2**20 // resource.getpagesize()
+    assert default_faults > pages // 2  # glibc's default: every allocation is mapped afresh
+    assert faults < pages // 20
+
+
+@glibc
+def test_the_environment_switches_it_off():
+    import os
+    env = {**os.environ, "MOBILENET_RETAIN_HEAP": "0"}
+    applied, faults = _faults("on", env)
+    assert applied == "False"
+    assert faults > 3 * 64 * 2**20 // resource.getpagesize() // 2
