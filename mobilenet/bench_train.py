@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .heap import retain_freed_memory
 from .models import create_model
 from .optim import descend, training_loss
 from .timing import alternate
@@ -66,6 +67,7 @@ def bench_train(model: str = "mobilenet_v2", alpha: float = 1.0, resolution: int
         variants: names from ``VARIANTS``; default all, baseline first.
         progress: optional callable ``progress(n)`` called after every timed or warm-up step.
     """
+    retain_freed_memory()  # as training does
     names = variants or list(VARIANTS)
     steppers = {name: _trainer(model, alpha, resolution, batch, *VARIANTS[name], num_classes, seed)
                 for name in names}

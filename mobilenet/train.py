@@ -23,6 +23,7 @@ from .checkpoint import read_for_resume, save_atomic, set_rng_state
 from .cost import count_cost
 from .errors import MobileNetError
 from .evaluate import evaluate, load_checkpoint
+from .heap import retain_freed_memory
 from .models import create_model
 from .models.base import BASE_RESOLUTION
 from .optim import LRFactor, ModelEMA, descend, make_optimizer, training_loss
@@ -54,6 +55,7 @@ def train(cfg: TrainConfig, bundle=None) -> dict:
     """
     cfg = replace(cfg)  # resolved in place below; the caller's object stays as given
     cfg.check()
+    retain_freed_memory()  # a large batch's activations would otherwise be page-faulted in at every step
     world = distributed.setup(cfg.device)
     try:
         with ExitStack() as held:  # the output directory's lock, released however the run ends

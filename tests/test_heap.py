@@ -14,7 +14,7 @@ glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0
 # the last three; each child starts from glibc's defaults.
 CHILD = """
 import resource, sys, torch
-from mobilenet.deploy.heap import retain_freed_memory
+from mobilenet.heap import retain_freed_memory
 print(retain_freed_memory() if sys.argv[1] == "on" else False)
 def touch():
     torch.ones(16 * 2**20).sum()

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from ..errors import MobileNetError
+from ..heap import retain_freed_memory
 from .export import check_matches, export_onnx, read_info
 from .fold import fold_bn
-from .heap import retain_freed_memory
 from .images import sample_images
 from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
 from .quantize import quantize_onnx
