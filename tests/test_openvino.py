@@ -50,6 +50,23 @@ def test_int8_is_quantized_and_agrees_on_top1():
     assert agree >= 0.75
 
 
+@pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
+def test_changing_batch_sizes_give_each_image_its_own_logits(backend):
+    # int8+bf16 with one dynamic-batch compiled model crashed the process on an AMX CPU at batch 2 then 1.
+    from mobilenet.deploy import openvino
+
+    model = trained_like("mobilenet_v2", num_classes=5)
+    runner = make_runner(model, backend, calib=images(16, seed=3))
+    x = images(4, seed=5)
+    whole = runner(x)
+    for _ in range(3):
+        for n in (2, 1, 3):
+            torch.testing.assert_close(runner(x[:n]), whole[:n], rtol=1e-3, atol=1e-3)
+    for n in range(1, openvino.MAX_SHAPES + 3):  # more shapes than are kept: the oldest are compiled again
+        assert runner(images(n, seed=n)).shape == (n, 5)
+    torch.testing.assert_close(runner(x), whole, rtol=1e-3, atol=1e-3)
+
+
 def test_missing_openvino_is_one_clear_error(monkeypatch):
     import sys
 

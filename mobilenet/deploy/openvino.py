@@ -21,6 +21,7 @@ from ..errors import MobileNetError
 # The inference-precision hint per backend. For int8 it governs the layers NNCF leaves in float: bf16 where the CPU
 # has it, as OpenVINO does by default (measured 1.2-1.6x faster than f32 for them on V2 and V3-Large, AVX512-BF16).
 PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "bf16"}
+MAX_SHAPES = 8  # compiled input shapes kept per runner
 
 
 def _core():
@@ -80,18 +81,34 @@ def compile_openvino(onnx_path: str, backend: str, threads: int, calib: np.ndarr
         props.inference_num_threads: threads,
         props.num_streams: 1,  # one request at a time, like every other backend
     }
-    try:
-        compiled = core.compile_model(model, "CPU", config)
-    except Exception as e:
-        raise MobileNetError(f"OpenVINO cannot compile {onnx_path!r}: {str(e).splitlines()[0]}") from None
-    ran = str(compiled.get_property(hints.inference_precision))
+    # One compiled model per input shape, each with a static batch size: OpenVINO's int8+bf16 kernels on an AMX
+    # CPU crashed the process (segmentation fault) when one compiled model with a dynamic batch axis was called
+    # with batch 2 and then batch 1, and a static shape is what OpenVINO optimises best anyway.
+    requests: dict[tuple[int, ...], object] = {}
+
+    def request_for(shape: tuple[int, ...]):
+        if shape not in requests:
+            if len(requests) >= MAX_SHAPES:  # the oldest goes: a server's batch sizes are bounded, a loop's few
+                del requests[next(iter(requests))]
+            model.reshape({model.input(0): shape})
+            try:
+                compiled = core.compile_model(model, "CPU", config)
+            except Exception as e:
+                raise MobileNetError(f"OpenVINO cannot compile {onnx_path!r}: {str(e).splitlines()[0]}") from None
+            requests[shape] = compiled.create_infer_request()
+        return requests[shape]
+
+    first = model.input(0).get_partial_shape()
+    shape = (1, *(d.get_length() if d.is_static else 1 for d in list(first)[1:]))
+    ran = str(request_for(shape).get_compiled_model().get_property(hints.inference_precision))
     ran = {"<Type: 'float32'>": "fp32", "<Type: 'bfloat16'>": "bf16"}.get(ran, ran.strip("<>"))
     precision = f"int8+{ran}" if backend == "openvino-int8" else ran
-    request = compiled.create_infer_request()
 
     def run(images) -> torch.Tensor:
         x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
-        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        request = request_for(tuple(x.shape))
+        request.infer({0: x})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
     return run, precision, f"{note}, {precision}"
