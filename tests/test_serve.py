@@ -38,8 +38,8 @@ from mobilenet.serve.protocol import HEADER_LENGTH  # noqa: E402
 NAME, RES, CLASSES = "tiny", 32, 5
 LABELS = ["circle", "square", "star", "ring", "cross"]
 # float32 round-off through 28 layers: oneDNN picks kernels by batch size, so one image alone and the same image in a
-# batch of 16 differ by ~1e-4 on logits of ~10 (a wrong row differs by ~1).
-ROUND_OFF = {"rtol": 1e-4, "atol": 1e-4}
+# batch of 16 differ by ~1e-4 on logits of ~10, up to 1.5e-4 on an AMX Xeon (a wrong row differs by ~1).
+ROUND_OFF = {"rtol": 1e-3, "atol": 1e-3}
 
 
 @pytest.fixture(scope="module")
