@@ -211,8 +211,10 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bac
                 with torch.no_grad(), torch._inductor.config.patch(freezing=True), autocast, \
                         torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), \
                         warnings.catch_warnings() if compiling else contextlib.nullcontext():
-                    if compiling:
+                    if compiling:  # (a warning raised from C++ carries its file's path, not a module name)
                         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._inductor")
+                        warnings.filterwarnings("ignore", message="To copy construct from a tensor",
+                                                category=UserWarning)
                     out = fn(x).float()
                 if len(state["shapes"]) < STATIC_SHAPES:
                     state["shapes"].add(x.shape)
