@@ -135,6 +135,13 @@ def test_conv_kind_reads_weight_shapes():
     assert conv_kind(event("mkldnn::_convolution_pointwise_", [[1, 8, 4, 4], [1, 24, 4, 4], [8, 24, 1, 1], [8]])) \
         == ("pointwise", (16, 24, 8))
     assert conv_kind(event("aten::conv2d", [[1, 32, 8, 8], [32, 1, 3, 3], [32]]))[0] == "depthwise"
+    # torch-int8's oneDNN ops as the profiler records them: (input, scale, zero point, weight, ...), and the fused
+    # add's accumulator after the weight
+    assert conv_kind(event("onednn::qconv_pointwise", [[1, 512, 14, 14], [], [], [512, 512, 1, 1], [512]])) \
+        == ("pointwise", (196, 512, 512))
+    assert conv_kind(event("onednn::qconv2d_pointwise", [[2, 24, 8, 8], [], [], [40, 24, 1, 1], [40], [],
+                                                         [2, 40, 8, 8]])) == ("pointwise", (128, 24, 40))
+    assert conv_kind(event("onednn::qconv_pointwise", [[1, 64, 8, 8], [], [], [64, 1, 3, 3]]))[0] == "depthwise"
     assert conv_kind(event("aten::conv2d", [[1, 3, 8, 8], [16, 3, 3, 3], [16]]))[0] == "conv"
     outer = event("aten::conv2d", [[1, 3, 8, 8], [16, 3, 3, 3]])
     assert conv_kind(event("aten::convolution", [[1, 3, 8, 8], [16, 3, 3, 3]], parent=outer)) == (None, None)

@@ -357,3 +357,22 @@ def test_shapes_past_the_specialised_ones_share_one_dynamic_graph(monkeypatch):
         x = images(n)
         torch.testing.assert_close(runner(x), model(x), rtol=1e-4, atol=1e-4)
     assert counters["frames"]["ok"] == 3 and "torch.compile" in runner.note
+
+
+@pytest.mark.slow
+def test_caller_grad_mode_does_not_compile_again():
+    # Dynamo guards on the input's dispatch keys, which differ between inference and normal tensors: a benchmark
+    # timing in inference mode and then profiling outside it compiled the graph twice, the second time inside the
+    # profiled pass.
+    from torch._dynamo.utils import counters
+
+    model = trained_like("mobilenet_v1")
+    runner = make_runner(model, "torch-fast")
+    counters.clear()
+    x = images(2)
+    with torch.inference_mode():
+        first = runner(x)
+    with torch.no_grad():
+        torch.testing.assert_close(runner(x), first)
+    torch.testing.assert_close(runner(x.numpy()), first)
+    assert counters["frames"]["ok"] == 1

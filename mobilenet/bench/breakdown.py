@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .report import Row
 
 _CONV_OPS = ("aten::conv2d", "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_",
-             "mkldnn::_convolution_pointwise.binary", "aten::mkldnn_convolution", "aten::convolution")
+             "mkldnn::_convolution_pointwise.binary", "aten::mkldnn_convolution", "aten::convolution",
+             "onednn::qconv_pointwise", "onednn::qconv2d_pointwise")  # the last two: torch-int8's compiled graph
 
 
 def fill_breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None:
@@ -94,9 +95,10 @@ def _without_kineto_chatter():
 def conv_kind(event) -> tuple[str | None, tuple[int, int, int] | None]:
     """``("depthwise" | "pointwise" | "conv", (M, K, N))`` for an outermost convolution op, else ``(None, None)``.
 
-    The weight is the last 4-D input of every conv op variant ((O, I/g, kh, kw)) and the activation the 4-D input
-    just before it: ``aten::conv2d`` takes (input, weight, bias), the compiled graph's fused conv + add
-    ``mkldnn::_convolution_pointwise_`` takes (accumulator, input, weight, bias).
+    The weight is the last 4-D input of every float conv op variant ((O, I/g, kh, kw)) and the activation the 4-D
+    input just before it: ``aten::conv2d`` takes (input, weight, bias), the compiled graph's fused conv + add
+    ``mkldnn::_convolution_pointwise_`` takes (accumulator, input, weight, bias). oneDNN's int8 ops take the
+    activation first and the weight second.
     """
     if event.name not in _CONV_OPS:
         return None, None
@@ -108,7 +110,8 @@ def conv_kind(event) -> tuple[str | None, tuple[int, int, int] | None]:
     shapes = [s for s in (event.input_shapes or []) if len(s) == 4]
     if len(shapes) < 2:
         return None, None
-    inp, weight = shapes[-2], shapes[-1]
+    # oneDNN's int8 convolutions take (input, scales and zero points, weight, ..., [accumulator of a fused add]).
+    inp, weight = shapes[:2] if event.name.startswith("onednn::") else shapes[-2:]
     out_chs, in_per_group, kh, kw = weight
     if kh == kw == 1 and in_per_group == inp[1]:
         # A 1×1 conv at stride 1 is a GEMM: M = B·H·W output positions, K input channels, N output channels.

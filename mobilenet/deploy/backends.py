@@ -195,7 +195,8 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bac
         return state["dynamic"], False
 
     def run(images):
-        x = _as_tensor(images).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():  # an inference tensor whatever the caller's mode (see below)
+            x = _as_tensor(images).contiguous(memory_format=torch.channels_last)
         if state["compiled"] is not None:
             try:
                 fn, compiling = graph_for(x.shape)
@@ -208,7 +209,10 @@ def _torch_fast_runner(model: nn.Module, info: ModelInfo, use_compile: bool, bac
                 # silently run eager.
                 # A new input shape compiles; inductor's int8 lowering then warns about its own tensor copies,
                 # which is not the user's business. Later calls skip the (global, not thread-safe) filter change.
-                with torch.no_grad(), torch._inductor.config.patch(freezing=True), autocast, \
+                # Inference mode whatever the caller's: a compiled graph guards on its input's dispatch keys, which
+                # differ between inference and normal tensors and between inference mode and no_grad, and a caller
+                # switching would compile the graph a second time.
+                with torch.inference_mode(), torch._inductor.config.patch(freezing=True), autocast, \
                         torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT), \
                         warnings.catch_warnings() if compiling else contextlib.nullcontext():
                     if compiling:  # (a warning raised from C++ carries its file's path, not a module name)
