@@ -229,7 +229,7 @@ def test_int8_candidates_leave_exactly_the_depthwise_convs_float(tmp_path):
     export_onnx(trained_like("mobilenet_v1", num_classes=5), fp32, num_images=2)
     source = onnx.load(fp32)
     assert len(_excluded(source, (DEPTHWISE,))) == 13  # V1's 13 depthwise separable layers
-    assert _candidates(source) == [(), (DEPTHWISE,)]  # no gating ops in V1
+    assert _candidates(source) == [((), False), ((DEPTHWISE,), False)]  # no gating ops or hard-swish in V1
     quantize_onnx(fp32, int8, sample_images(16, RES, seed=3)[0], keep_float=(DEPTHWISE,))
     graph = onnx.load(int8).graph
     producer = {out: n.op_type for n in graph.node for out in n.output}
@@ -240,7 +240,39 @@ def test_int8_candidates_leave_exactly_the_depthwise_convs_float(tmp_path):
     assert all(producer.get(n.input[1]) == "DequantizeLinear" for n in convs if n not in grouped)
     v3 = str(tmp_path / "v3.onnx")
     export_onnx(mobilenet.create_model("mobilenet_v3_small", num_classes=5).eval(), v3, num_images=2)
-    assert _candidates(onnx.load(v3)) == [(), GATING, (*GATING, DEPTHWISE)]
+    assert _candidates(onnx.load(v3)) == [((), False), (GATING, False), ((*GATING, DEPTHWISE), False), ((), True)]
+
+
+def test_split_hardswish_is_the_same_function_and_runs_int8(tmp_path):
+    import onnxruntime as ort
+
+    from mobilenet.deploy.quantize import quantize_onnx, split_hardswish
+
+    fp32 = str(tmp_path / "v3.onnx")
+    export_onnx(trained_like("mobilenet_v3_small", num_classes=5), fp32, num_images=2)
+    source = onnx.load(fp32)
+    split = split_hardswish(source)
+    kinds = [n.op_type for n in split.graph.node]
+    assert "HardSwish" not in kinds and kinds.count("Clip") == [n.op_type for n in source.graph.node].count(
+        "HardSwish")
+    x = images(4, seed=2).numpy()
+    run = {name: ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"])
+           for name, g in (("hardswish", source), ("split", split))}
+    outs = {name: r.run(None, {"input": x})[0] for name, r in run.items()}
+    np.testing.assert_allclose(outs["split"], outs["hardswish"], rtol=1e-5, atol=1e-5)
+    int8 = str(tmp_path / "v3.int8.onnx")
+    quantize_onnx(fp32, int8, sample_images(16, RES, seed=3)[0], keep_float=(), split_hardswish=True)
+    quantized = onnx.load(int8)
+    assert "hard-swish as int8" in {p.key: p.value for p in quantized.metadata_props}["mobilenet.precision"]
+    # ONNX Runtime fuses the quantized Add and Mul into int8 kernels: no float hard-swish math is left.
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(int8, opts, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+    assert {"QLinearAdd", "QLinearMul"} <= fused and not fused & {"HardSwish", "Clip"}
+    agree = (make_runner(None, "onnxruntime-int8", onnx_path=int8)(x).argmax(1)
+             == make_runner(None, "onnxruntime", onnx_path=fp32)(x).argmax(1)).float().mean()
+    assert agree >= 0.75
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
