@@ -231,7 +231,8 @@ def _candidates(source) -> list[tuple[tuple[str, ...], bool]]:
 
 def _fastest_choice(source, fp32_path: str, images: np.ndarray, per_channel: bool, tmp: str):
     """``(candidate, graph)``: of the :func:`_candidates`, the int8 graph that runs fastest here, at batch 1 and 8
-    (per-image time summed over both, so latency and throughput count alike)."""
+    (per-image time summed over both, so latency and throughput count alike). Medians of 25 calls each: with 9, a
+    run right after torch work once kept a candidate 1.6x slower than the best."""
 
     from ..timing import SETTLE, SETTLE_TIME, alternate
     from .onnx_io import ort_session
@@ -246,7 +247,7 @@ def _fastest_choice(source, fp32_path: str, images: np.ndarray, per_channel: boo
     total = dict.fromkeys(sessions, 0.0)
     for batch in (1, 8):
         x = {INPUT_NAME: np.resize(images, (batch, *images.shape[1:]))}
-        timings = alternate({k: (lambda s=s, x=x: s.run(None, x)) for k, s in sessions.items()}, rounds=3, block=3,
+        timings = alternate({k: (lambda s=s, x=x: s.run(None, x)) for k, s in sessions.items()}, rounds=5, block=5,
                             settle=SETTLE, settle_time=SETTLE_TIME)
         for candidate, t in timings.items():
             total[candidate] += t.median / batch
