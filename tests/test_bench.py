@@ -96,6 +96,19 @@ def test_table_and_csv_have_every_column(report, tmp_path):
     assert report.csv_name().startswith("bench_") and "torch" in report.csv_name()
 
 
+def test_csv_name_keeps_what_names_the_cpu():
+    from mobilenet.bench import Report
+
+    def name(machine):
+        return Report(machine, 2, {"torch": "2.13.0+cpu", "onnxruntime": "1.32.0"}, 0.0).csv_name()
+
+    assert name("Intel(R) Xeon(R) Processor 2cpu avx512+vnni+bf16+amx") == \
+        "bench_intel-xeon-2cpu-avx512-vnni-bf16-amx_2t_torch2.13.0_ort1.32.0.csv"
+    assert name("Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz 2cpu avx512+vnni+bf16+amx").startswith(
+        "bench_intel-xeon-platinum-8480-2cpu-")
+    assert name("AMD EPYC 2cpu avx2") == "bench_amd-epyc-2cpu-avx2_2t_torch2.13.0_ort1.32.0.csv"
+
+
 def test_csv_reads_back_into_the_same_report(report, tmp_path):
     from mobilenet.bench import Report
 

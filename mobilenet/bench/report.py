@@ -67,7 +67,9 @@ class Report:
 
     def csv_name(self) -> str:
         """``bench_<cpu>_<threads>t_torch<v>_ort<v>.csv``, so runs on other machines or versions never collide."""
-        slug = re.sub(r"[^a-z0-9]+", "-", self.machine.lower()).strip("-")
+        # Trademark marks and the word "Processor" name nothing: "Intel(R) Xeon(R) Processor" -> "intel-xeon".
+        plain = re.sub(r"\((r|tm|c)\)|\bprocessor\b|\bcpu @.*?(?= \d+cpu)", " ", self.machine.lower())
+        slug = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")
         return (f"bench_{slug}_{self.threads}t_torch{self.versions['torch'].split('+')[0]}"
                 f"_ort{self.versions.get('onnxruntime', 'none')}.csv")
 
