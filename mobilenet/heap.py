@@ -21,22 +21,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 
 ENV = "MOBILENET_RETAIN_HEAP"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # from glibc's malloc.h
-_state: dict[str, bool] = {}
 
 
+@functools.cache
 def retain_freed_memory() -> bool:
     """Applies the setting above once per process; returns whether it is in effect."""
-    if "on" not in _state:
-        _state["on"] = _apply()
-    return _state["on"]
-
-
-def _apply() -> bool:
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

@@ -165,9 +165,8 @@ def _fold_sixth(graph):
         drop += [dq, node, q_out]
     dropped = {id(n) for n in drop}
     kept = [n for n in graph.graph.node if id(n) not in dropped]
-    used = {x for n in kept for x in n.input}
-    kept = [n for n in kept if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)
-            or any(o in {v.name for v in graph.graph.output} for o in n.output)]
+    used = {x for n in kept for x in n.input} | {v.name for v in graph.graph.output}
+    kept = [n for n in kept if n.op_type != "DequantizeLinear" or any(o in used for o in n.output)]
     del graph.graph.node[:]
     graph.graph.node.extend(kept)
     return graph
