@@ -34,14 +34,14 @@ RES, ALPHA = 64, 0.25
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-def trained_like(name: str, num_classes: int = 7, seed: int = 0, **kwargs) -> nn.Module:
+def trained_like(name: str, num_classes: int = 7, seed: int = 0, alpha: float = ALPHA, **kwargs) -> nn.Module:
     """A small model whose BN statistics, affine parameters and classifier look trained, not freshly initialised.
 
     Fresh BN (mean 0, var 1, γ 1, β 0) folds to the identity and a fresh classifier gives logits near 0, which would
     hide folding or export mistakes; random statistics and a unit-scale classifier make every path count.
     """
     torch.manual_seed(seed)
-    model = mobilenet.create_model(name, alpha=ALPHA, resolution=RES, num_classes=num_classes, **kwargs)
+    model = mobilenet.create_model(name, alpha=alpha, resolution=RES, num_classes=num_classes, **kwargs)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
