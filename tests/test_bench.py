@@ -107,6 +107,8 @@ def test_csv_name_keeps_what_names_the_cpu():
     assert name("Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz 2cpu avx512+vnni+bf16+amx").startswith(
         "bench_intel-xeon-platinum-8480-2cpu-")
     assert name("AMD EPYC 2cpu avx2") == "bench_amd-epyc-2cpu-avx2_2t_torch2.13.0_ort1.32.0.csv"
+    assert name("Intel(R) Xeon(R) CPU @ 2.10GHz (family 6 model 143) 2cpu avx512").startswith(
+        "bench_intel-xeon-family-6-model-143-2cpu-avx512_")
 
 
 def test_csv_reads_back_into_the_same_report(report, tmp_path):
@@ -248,6 +250,8 @@ def test_machine_name_says_which_matrix_instructions_the_cpu_has():
     assert describe_cpu(zen4, 2) == "AMD EPYC 2cpu avx512+vnni+bf16"
     xeon = "model name\t: Intel(R) Xeon(R)\nflags\t: avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_int8\n"
     assert describe_cpu(xeon, 2) == "Intel(R) Xeon(R) 2cpu avx512+vnni+bf16+amx"
+    zen5 = "model name\t: AMD EPYC\ncpu family\t: 26\nmodel\t\t: 2\nflags\t: avx2 avx512f avx512_vnni avx512_bf16\n"
+    assert describe_cpu(zen5, 2) == "AMD EPYC (family 26 model 2) 2cpu avx512+vnni+bf16"  # not Zen 4's name
     assert describe_cpu("", 4).endswith(" 4cpu")  # no /proc/cpuinfo: the platform's name
 
 

@@ -36,6 +36,13 @@ def test_spread_is_relative_interquartile_range():
     assert Timing([1.0, 2.0, 3.0, 4.0, 5.0]).spread == pytest.approx((4.5 - 1.5) / 3)
 
 
+def test_lower_quartile_ignores_interrupted_calls():
+    # Half the calls interrupted (twice as slow): the median lands between the two groups, the quartile does not.
+    steady, hit = [1.0, 1.01, 0.99, 1.0], [2.0, 2.02, 1.98, 2.0]
+    assert Timing(steady + hit).lower_quartile < 1.02 < Timing(steady + hit).median
+    assert Timing([3.0, 1.0]).lower_quartile == 1.0  # too few calls for quartiles: the fastest
+
+
 def test_onnxruntime_after_torch_blocks_runs_as_if_alone():
     # torch's OpenMP threads keep spinning after each call; one call per backend per round would charge that to
     # whatever runs next. In blocks with the benchmark's settling calls, ONNX Runtime measured right after

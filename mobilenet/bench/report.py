@@ -67,8 +67,9 @@ class Report:
 
     def csv_name(self) -> str:
         """``bench_<cpu>_<threads>t_torch<v>_ort<v>.csv``, so runs on other machines or versions never collide."""
-        # Trademark marks and the word "Processor" name nothing: "Intel(R) Xeon(R) Processor" -> "intel-xeon".
-        plain = re.sub(r"\((r|tm|c)\)|\bprocessor\b|\bcpu @.*?(?= \d+cpu)", " ", self.machine.lower())
+        # Trademark marks, the word "Processor" and the clock name nothing: "Intel(R) Xeon(R) Processor" ->
+        # "intel-xeon"; the family and model numbers stay ("amd-epyc-family-26-model-2").
+        plain = re.sub(r"\((r|tm|c)\)|\bprocessor\b|\bcpu @ *[\d.]+ *[gm]hz", " ", self.machine.lower())
         slug = re.sub(r"[^a-z0-9]+", "-", plain).strip("-")
         return (f"bench_{slug}_{self.threads}t_torch{self.versions['torch'].split('+')[0]}"
                 f"_ort{self.versions.get('onnxruntime', 'none')}.csv")
