@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-# For callables from different runtimes, before every block: untimed calls for at least 20 ms (two at least). They
-# absorb the previous runtime's threads that keep spinning after its last call and wake this runtime's own pool and
-# caches. Measured with ONNX Runtime right after torch blocks against ONNX Runtime alone (tests/test_timing.py):
-# within 2 % with this settling, up to 20 % off with two calls only, 2.1x slower with one call of each per round. A
-# sleep before the block instead of calls did not help.
-SETTLE, SETTLE_TIME = 2, 0.02
+# For callables from different runtimes, before every block: untimed calls for at least 50 ms (two at least). They
+# outlast the previous runtime's threads that keep spinning after its last call and wake this runtime's own pool and
+# caches. How long each runtime's idle threads spin (2-core Zen 5 EPYC): ONNX Runtime 31 ms, torch's OpenMP 6 ms,
+# OpenVINO under 1 ms. With 20 ms, a block that followed ONNX Runtime shared a core with its spinning worker for its
+# first calls: ONNX Runtime int8 V2 at batch 1 measured 4-5 ms in a tenth of its calls instead of 0.9 (p75 1.33-1.44
+# ms against 0.97-1.01 with 50 ms). Measured with ONNX Runtime right after torch blocks against ONNX Runtime alone
+# (tests/test_timing.py): within 2 % with settling, 2.1x slower with one call of each per round. A sleep before the
+# block instead of calls did not help.
+SETTLE, SETTLE_TIME = 2, 0.05
 
 
 @dataclass(frozen=True)
