@@ -2,7 +2,7 @@
 
 ONNX Runtime's int8 convolutions (MLAS, x86) take a fast "symmetric" path, with int8 weights packed once and an
 indirection buffer instead of im2col, only for channel counts it can vectorise: a multiple of 16 channels for a
-depthwise convolution, a multiple of 4 input channels for any other. The rest run a generic kernel 1.5-2x slower per
+depthwise convolution, a multiple of 4 input channels for any other. The rest run a generic kernel about 2x slower per
 multiply-add. MobileNets miss both in places: the first convolution sees 3 colour channels, and V3's inverted
 residuals expand to 72, 120, 184 or 200 channels. Padding those with channels that carry zeros (or anything finite
 that no later layer reads) changes no output and buys the fast kernels for a few extra multiply-adds:
@@ -23,6 +23,37 @@ import numpy as np
 CHANNELWISE = {"Relu", "Clip", "HardSwish", "HardSigmoid", "Sigmoid", "Mul", "Add", "GlobalAveragePool"}
 
 
+def graph_index(graph):
+    """``(weights, producer, consumers)`` of an ONNX ``GraphProto``: its initializers by name, the node that writes
+    each tensor, and the nodes that read it."""
+    weights = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    return weights, producer, consumers
+
+
+def _indexed_copy(model):
+    """``(copy, weights, producer, consumers)``: a copy of ``model`` and its :func:`graph_index`."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return (out, *graph_index(out.graph))
+
+
+def _pad_initializer(tensor, axis: int, extra: int) -> None:
+    """Appends ``extra`` zeros along ``axis`` of the initializer ``tensor``, in place."""
+    from onnx import numpy_helper
+
+    array = numpy_helper.to_array(tensor)
+    widths = [(0, 0)] * array.ndim
+    widths[axis] = (0, extra)
+    tensor.CopyFrom(numpy_helper.from_array(np.pad(array, widths), tensor.name))
+
+
 def _group(node) -> int:
     return next((a.i for a in node.attribute if a.name == "group"), 1)
 
@@ -30,6 +61,11 @@ def _group(node) -> int:
 def _is_depthwise(node, weights) -> bool:
     dims = weights[node.input[1]].dims if len(node.input) > 1 and node.input[1] in weights else ()
     return node.op_type == "Conv" and _group(node) > 1 and len(dims) == 4 and dims[0] == _group(node) and dims[1] == 1
+
+
+def _plain_conv(node, weights) -> bool:
+    """An ungrouped convolution with its weights (and bias) stored in the graph, which padding can widen."""
+    return _group(node) == 1 and all(name in weights for name in node.input[1:3])
 
 
 def _channel_set(start: str, producer, consumers, weights, outputs):
@@ -48,6 +84,8 @@ def _channel_set(start: str, producer, consumers, weights, outputs):
         if node is None:
             return None  # a graph input
         if node.op_type == "Conv" and not _is_depthwise(node, weights):
+            if not _plain_conv(node, weights):
+                return None
             writers.add(node.name)
         elif node.op_type in CHANNELWISE or _is_depthwise(node, weights):
             if _is_depthwise(node, weights):
@@ -57,7 +95,7 @@ def _channel_set(start: str, producer, consumers, weights, outputs):
             return None
         for user in consumers.get(name, []):
             if user.op_type == "Conv" and not _is_depthwise(user, weights):
-                if user.input[0] != name:
+                if user.input[0] != name or not _plain_conv(user, weights):
                     return None
                 readers.add(user.name)
             elif user.op_type in CHANNELWISE or _is_depthwise(user, weights):
@@ -73,27 +111,14 @@ def pad_depthwise(model, multiple: int = 16):
     """``(copy, count)``: a copy of the float ONNX ``model`` whose depthwise convolutions all have a multiple of
     ``multiple`` channels, and how many channel sets were widened. Outputs are unchanged: the extra channels are
     written as zeros and read with zero weights."""
-    import onnx
-    from onnx import numpy_helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out, weights, producer, consumers = _indexed_copy(model)
     graph = out.graph
-    weights = {t.name: t for t in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
     nodes = {n.name: n for n in graph.node}
     outputs = {o.name for o in graph.output}
     done, count = set(), 0
 
     def pad(name: str, axis: int, extra: int):
-        array = numpy_helper.to_array(weights[name])
-        widths = [(0, 0)] * array.ndim
-        widths[axis] = (0, extra)
-        weights[name].CopyFrom(numpy_helper.from_array(np.pad(array, widths), name))
+        _pad_initializer(weights[name], axis, extra)
 
     for node in list(graph.node):
         channels = weights[node.input[1]].dims[0] if _is_depthwise(node, weights) else 0
@@ -130,18 +155,10 @@ def pad_input_channels(model, multiple: int = 4):
     """``(copy, padded)``: the quantized (QDQ) ONNX ``model`` with its first convolution's input widened to a
     multiple of ``multiple`` channels in uint8, after the input's ``QuantizeLinear``; ``padded`` is False (and the
     copy unchanged) where the graph does not start with QuantizeLinear, DequantizeLinear, Conv."""
-    import onnx
     from onnx import helper, numpy_helper
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out, weights, producer, consumers = _indexed_copy(model)
     graph = out.graph
-    weights = {t.name: t for t in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
     quantize = next((n for n in consumers.get(graph.input[0].name, []) if n.op_type == "QuantizeLinear"), None)
     users = consumers.get(quantize.output[0], []) if quantize is not None else []
     if len(users) != 1 or users[0].op_type != "DequantizeLinear":
@@ -158,9 +175,7 @@ def pad_input_channels(model, multiple: int = 4):
     if extra == 0 or len(quantize.input) < 3 or quantize.input[2] not in weights:
         return out, False
     for d in weight_dq:
-        array = numpy_helper.to_array(weights[d.input[0]])
-        padded = np.pad(array, [(0, 0), (0, extra)] + [(0, 0)] * (array.ndim - 2))
-        weights[d.input[0]].CopyFrom(numpy_helper.from_array(padded, d.input[0]))
+        _pad_initializer(weights[d.input[0]], 1, extra)
     rank = len(graph.input[0].type.tensor_type.shape.dim) or 4
     pads = np.zeros(2 * rank, np.int64)
     pads[rank + 1] = extra  # the end of the channel axis

@@ -22,7 +22,7 @@ Intel Xeon), each model timed as if alone against its own fp32 (docs/int8.md has
   2.66 / 79 ms for fp32).
 * Channel counts padded onto ONNX Runtime's fast int8 kernels (:mod:`mobilenet.deploy.align`): V3's depthwise
   convolutions to a multiple of 16 channels, the first convolution's input to 4 channels. The outputs are
-  unchanged; on a Zen 5 EPYC, V3-Large ran 13-15 % faster at batch 1 and 18-21 % at batch 32, V1 9-12 % at batch 1.
+  unchanged; on a Zen 5 EPYC, V3-Large ran 14-16 % faster at batch 1 and 21-22 % at batch 32, V1 11-15 % at batch 1.
 
 Activation ranges come from min/max calibration over a few hundred representative images.
 """
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import MobileNetError
-from .align import pad_depthwise, pad_input_channels
+from .align import graph_index, pad_depthwise, pad_input_channels
 from .onnx_io import INPUT_NAME
 
 CALIB_BATCH = 16
@@ -156,12 +156,7 @@ def _fold_sixth(graph):
     output's grid with a scale six times the output's, so that dequantizing with the output's scale divides by 6."""
     from onnx import numpy_helper
 
-    init = {t.name: t for t in graph.graph.initializer}
-    producer = {out: n for n in graph.graph.node for out in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
+    init, producer, consumers = graph_index(graph.graph)
     drop = []
     for node in graph.graph.node:
         if not node.name.endswith("_scale") or node.op_type != "Mul" or not node.name.startswith("hardswish"):
@@ -253,7 +248,7 @@ def _fastest_choice(source, fp32_path: str, images: np.ndarray, per_channel: boo
     (per-image time summed over both, so latency and throughput count alike). Each candidate is ranked by the lower
     quartile of 75 calls in 15 alternated blocks: with the medians of 25 calls, a run right after torch work once
     kept a candidate 1.6x slower than the best, and on a busy shared machine one kept V3-Small's float-gating graph
-    (0.85x its fp32 at batch 32) over the split hard-swish (1.24x)."""
+    (0.86x its fp32 at batch 32) over the split hard-swish (1.23x)."""
 
     from ..timing import SETTLE, SETTLE_TIME, alternate
     from .onnx_io import ort_session
