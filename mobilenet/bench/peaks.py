@@ -1,9 +1,12 @@
 """This machine's GEMM ceilings: one square matrix multiply per precision, timed next to the backends.
 
-A backend's share of the peak is only meaningful against the arithmetic it runs: fp32 work against torch.mm in
-float32, bf16 work against torch.mm in bfloat16 (oneDNN uses AVX512-BF16 or AMX where the CPU has them), int8
-work against the faster of ``torch._int_mm`` (int8 × int8 → int32, VNNI or AMX) and the quantized engine's
-u8 × s8 linear layer.
+A backend's share of the peak is only meaningful against the arithmetic it runs: fp32 work against the faster of
+torch.mm in float32 and ONNX Runtime's MatMul (MLAS), bf16 work against torch.mm in bfloat16 (oneDNN uses
+AVX512-BF16 or AMX where the CPU has them), int8 work against the faster of ``torch._int_mm`` (int8 × int8 →
+int32, VNNI or AMX) and the quantized engine's u8 × s8 linear layer. Each reference is the faster of its
+candidates because no one library is fastest on every CPU: on a Zen 5 EPYC torch.mm ran fp32 at 195 GFLOP/s on two
+threads and ONNX Runtime's MatMul at 424 (AVX-512 used by MLAS, not by torch's BLAS there), so against torch.mm
+alone ONNX Runtime's fp32 convolutions showed 184 % of the "peak".
 """
 
 from __future__ import annotations
@@ -19,14 +22,37 @@ from ..timing import measure
 KINDS = ("fp32", "bf16", "int8")
 
 
-def gemm_call(kind: str, n: int) -> Callable[[], torch.Tensor]:
-    """A zero-argument n×n×n matrix multiply at precision ``kind``; for int8, the faster of torch's two int8
-    GEMMs on this CPU (:func:`int8_gemm`)."""
-    if kind == "int8":
-        return _INT8_GEMMS[int8_gemm()](n)
-    dtype = torch.bfloat16 if kind == "bf16" else torch.float32
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return lambda: torch.mm(a, b)
+def gemm_call(kind: str, n: int) -> Callable[[], object]:
+    """A zero-argument n×n×n matrix multiply at precision ``kind``: the fastest of its :data:`GEMMS` on this CPU
+    (:func:`fastest_gemm`)."""
+    return GEMMS[kind][fastest_gemm(kind)](n)
+
+
+def _torch_mm(dtype: torch.dtype) -> Callable[[int], Callable[[], torch.Tensor]]:
+    def make(n: int) -> Callable[[], torch.Tensor]:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        return lambda: torch.mm(a, b)
+    return make
+
+
+def _ort_matmul(n: int) -> Callable[[], object]:
+    # A one-node float32 graph in ONNX Runtime's CPU provider, with the thread count every backend gets.
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        [numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    a = {"a": rng.standard_normal((n, n), dtype=np.float32)}
+    return lambda: session.run(None, a)
 
 
 def _int_mm(n: int) -> Callable[[], torch.Tensor]:
@@ -47,22 +73,25 @@ def _quantized_linear(n: int) -> Callable[[], torch.Tensor]:
     return lambda: torch.ops.quantized.linear(x, packed, 1.0, 0)
 
 
-_INT8_GEMMS = {"torch._int_mm": _int_mm, "quantized.linear": _quantized_linear}
+# Per precision, the GEMMs that may be this CPU's fastest, the first being the fallback.
+GEMMS = {"fp32": {"torch.mm": _torch_mm(torch.float32), "onnxruntime MatMul": _ort_matmul},
+         "bf16": {"torch.mm": _torch_mm(torch.bfloat16)},
+         "int8": {"torch._int_mm": _int_mm, "quantized.linear": _quantized_linear}}
 
 
 @functools.cache
-def int8_gemm() -> str:
-    """The name of torch's faster int8 GEMM here, timed at n = 256. ``torch._int_mm`` uses VNNI or AMX where the
-    CPU has them and a reference loop otherwise (1-2 GOP/s on an AVX2-only AMD EPYC, slower than fp32), while the
-    quantized engine's kernels use AVX2's ``vpmaddubsw``: against ``_int_mm`` alone, int8 backends on such a CPU
-    would show thousands of per cent of the "peak"."""
+def fastest_gemm(kind: str) -> str:
+    """The name of the fastest of ``GEMMS[kind]`` here, timed at n = 256. For int8, ``torch._int_mm`` uses VNNI or
+    AMX where the CPU has them and a reference loop otherwise (1-2 GOP/s on an AVX2-only AMD EPYC, slower than
+    fp32), while the quantized engine's kernels use AVX2's ``vpmaddubsw``: against ``_int_mm`` alone, int8 backends
+    on such a CPU would show thousands of per cent of the "peak"."""
     rates = {}
-    for name, make in _INT8_GEMMS.items():
+    for name, make in GEMMS[kind].items():
         try:
             rates[name] = _timed_rate(make(256), 256)
-        except (RuntimeError, AttributeError):  # an engine this build lacks
+        except (RuntimeError, AttributeError, ImportError):  # an engine or runtime this install lacks
             continue
-    return max(rates, key=rates.__getitem__, default="torch._int_mm")
+    return max(rates, key=rates.__getitem__, default=next(iter(GEMMS[kind])))
 
 
 def gemm_sizes(n_max: int, call_seconds: float = 0.1) -> dict[str, int]:
@@ -92,7 +121,7 @@ def gemm_peak(n: int = 2048, repeats: int = 10, kind: str = "fp32") -> float:
     return _timed_rate(gemm_call(kind, n), n, repeats)
 
 
-def _timed_rate(call: Callable[[], torch.Tensor], n: int, repeats: int = 3) -> float:
+def _timed_rate(call: Callable[[], object], n: int, repeats: int = 3) -> float:
     """The rate of an n×n×n GEMM call: the median of ``repeats`` timed calls after :func:`measure`'s warm-up."""
     with torch.inference_mode():
         return gemm_rate(n, measure(call, min_time=0.0, max_runs=repeats).median)
