@@ -5,8 +5,8 @@ torch.mm in float32 and ONNX Runtime's MatMul (MLAS), bf16 work against torch.mm
 AVX512-BF16 or AMX where the CPU has them), int8 work against the faster of ``torch._int_mm`` (int8 × int8 →
 int32, VNNI or AMX) and the quantized engine's u8 × s8 linear layer. Each reference is the faster of its
 candidates because no one library is fastest on every CPU: on a Zen 5 EPYC torch.mm ran fp32 at 195 GFLOP/s on two
-threads and ONNX Runtime's MatMul at 424 (AVX-512 used by MLAS, not by torch's BLAS there), so against torch.mm
-alone ONNX Runtime's fp32 convolutions showed 184 % of the "peak".
+threads and ONNX Runtime's MatMul at 424, so against torch.mm alone ONNX Runtime's fp32 convolutions showed 184 %
+of the "peak".
 """
 
 from __future__ import annotations
