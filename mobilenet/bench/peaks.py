@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import MobileNetError
 from ..timing import measure
 
 KINDS = ("fp32", "bf16", "int8")
@@ -36,10 +37,11 @@ def _torch_mm(dtype: torch.dtype) -> Callable[[int], Callable[[], torch.Tensor]]
 
 
 def _ort_matmul(n: int) -> Callable[[], object]:
-    # A one-node float32 graph in ONNX Runtime's CPU provider, with the thread count every backend gets.
+    # A one-node float32 graph in the session every ONNX Runtime backend gets.
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
+
+    from ..deploy.onnx_io import ort_session
 
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
@@ -47,10 +49,7 @@ def _ort_matmul(n: int) -> Callable[[], object]:
         [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
         [numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    session = ort_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     a = {"a": rng.standard_normal((n, n), dtype=np.float32)}
     return lambda: session.run(None, a)
 
@@ -85,11 +84,13 @@ def fastest_gemm(kind: str) -> str:
     AMX where the CPU has them and a reference loop otherwise (1-2 GOP/s on an AVX2-only AMD EPYC, slower than
     fp32), while the quantized engine's kernels use AVX2's ``vpmaddubsw``: against ``_int_mm`` alone, int8 backends
     on such a CPU would show thousands of per cent of the "peak"."""
+    if len(GEMMS[kind]) == 1:
+        return next(iter(GEMMS[kind]))
     rates = {}
     for name, make in GEMMS[kind].items():
         try:
             rates[name] = _timed_rate(make(256), 256)
-        except (RuntimeError, AttributeError, ImportError):  # an engine or runtime this install lacks
+        except (RuntimeError, AttributeError, ImportError, MobileNetError):  # an engine or runtime missing here
             continue
     return max(rates, key=rates.__getitem__, default=next(iter(GEMMS[kind])))
 

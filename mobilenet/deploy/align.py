@@ -69,28 +69,29 @@ def _plain_conv(node, weights) -> bool:
 
 
 def _channel_set(start: str, producer, consumers, weights, outputs):
-    """The tensors that share ``start``'s channel axis (through element-wise ops and depthwise convolutions) and
-    the convolutions at its borders: ``(tensors, depthwise, writers, readers)``, or ``None`` where the set reaches
-    anything else (a reshape, a graph output, a constant operand), which padding cannot pass through."""
-    tensors, depthwise, writers, readers, todo = set(), set(), set(), set(), [start]
+    """The convolutions around ``start``'s channel axis (shared through element-wise ops and depthwise
+    convolutions): ``(depthwise, writers, readers)``, or ``None`` where the axis reaches anything else (a reshape, a
+    graph input or output, a constant operand), which padding cannot pass through."""
+    seen, depthwise, writers, readers, todo = set(), set(), set(), set(), [start]
     while todo:
         name = todo.pop()
-        if name in tensors:
+        if name in seen:
             continue
-        if name in outputs or name in weights:
+        if name in outputs or name in weights or name not in producer:
             return None
-        tensors.add(name)
-        node = producer.get(name)
-        if node is None:
-            return None  # a graph input
-        if node.op_type == "Conv" and not _is_depthwise(node, weights):
+        seen.add(name)
+        node = producer[name]
+        if _is_depthwise(node, weights):
+            if not all(tensor in weights for tensor in node.input[1:3]):
+                return None
+            depthwise.add(node.name)
+            todo.append(node.input[0])
+        elif node.op_type == "Conv":
             if not _plain_conv(node, weights):
                 return None
             writers.add(node.name)
-        elif node.op_type in CHANNELWISE or _is_depthwise(node, weights):
-            if _is_depthwise(node, weights):
-                depthwise.add(node.name)
-            todo += [node.input[0]] if node.op_type in ("Conv", "Clip") else list(node.input)
+        elif node.op_type in CHANNELWISE:
+            todo += [node.input[0]] if node.op_type == "Clip" else list(node.input)
         else:
             return None
         for user in consumers.get(name, []):
@@ -98,13 +99,13 @@ def _channel_set(start: str, producer, consumers, weights, outputs):
                 if user.input[0] != name or not _plain_conv(user, weights):
                     return None
                 readers.add(user.name)
-            elif user.op_type in CHANNELWISE or _is_depthwise(user, weights):
+            elif user.op_type in CHANNELWISE or user.op_type == "Conv":  # the latter depthwise
                 todo += list(user.output)
                 if user.op_type in ("Mul", "Add"):
                     todo += list(user.input)
             else:
                 return None
-    return tensors, depthwise, writers, readers
+    return depthwise, writers, readers
 
 
 def pad_depthwise(model, multiple: int = 16):
@@ -116,10 +117,6 @@ def pad_depthwise(model, multiple: int = 16):
     nodes = {n.name: n for n in graph.node}
     outputs = {o.name for o in graph.output}
     done, count = set(), 0
-
-    def pad(name: str, axis: int, extra: int):
-        _pad_initializer(weights[name], axis, extra)
-
     for node in list(graph.node):
         channels = weights[node.input[1]].dims[0] if _is_depthwise(node, weights) else 0
         if not channels or channels % multiple == 0 or node.name in done:
@@ -127,24 +124,16 @@ def pad_depthwise(model, multiple: int = 16):
         found = _channel_set(node.input[0], producer, consumers, weights, outputs)
         if found is None:
             continue
-        _, depthwise, writers, readers = found
+        depthwise, writers, readers = found
         done |= depthwise
         extra = -channels % multiple
-        if any(weights[nodes[d].input[1]].dims[0] != channels for d in depthwise):
-            continue
-        for name in writers:  # new filters of zeros, with zero bias
-            pad(nodes[name].input[1], 0, extra)
-            if len(nodes[name].input) > 2:
-                pad(nodes[name].input[2], 0, extra)
+        for name in writers | depthwise:  # new filters of zeros, with zero bias
+            for tensor in nodes[name].input[1:3]:
+                _pad_initializer(weights[tensor], 0, extra)
         for name in depthwise:
-            pad(nodes[name].input[1], 0, extra)
-            if len(nodes[name].input) > 2:
-                pad(nodes[name].input[2], 0, extra)
-            for attr in nodes[name].attribute:
-                if attr.name == "group":
-                    attr.i = channels + extra
+            next(a for a in nodes[name].attribute if a.name == "group").i = channels + extra
         for name in readers:  # the new channels are read with zero weights
-            pad(nodes[name].input[1], 1, extra)
+            _pad_initializer(weights[nodes[name].input[1]], 1, extra)
         count += 1
     if count:  # the stored shapes of the widened tensors are stale; the runtimes infer them again
         del graph.value_info[:]

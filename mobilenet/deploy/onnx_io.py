@@ -10,8 +10,9 @@ from ..errors import MobileNetError
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def ort_session(path: str, threads: int | None = None):
-    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads."""
+def ort_session(path: str | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session with full graph optimisation and ``threads`` intra-op threads, for an ONNX file
+    or a serialised model."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -23,4 +24,5 @@ def ort_session(path: str, threads: int | None = None):
     try:
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise MobileNetError(f"ONNX Runtime cannot load {path!r}: {str(e).splitlines()[0]}") from None
+        where = repr(path) if isinstance(path, str) else "the model"
+        raise MobileNetError(f"ONNX Runtime cannot load {where}: {str(e).splitlines()[0]}") from None
