@@ -110,8 +110,8 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["torch-bf16", "torch-int8", "onnxruntime-int8", "openvino-bf16",
-                                     "openvino-int8"])
+@pytest.mark.parametrize("backend", ["torch-bf16", "torch-int8", "onnxruntime-int8", "litert-int8",
+                                     "openvino-bf16", "openvino-int8"])
 def test_reduced_precision_keeps_top1_on_a_trained_checkpoint(trained, backend):
     from mobilenet.cli.infer import _auto_val
     from mobilenet.deploy import make_runner

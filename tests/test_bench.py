@@ -264,9 +264,9 @@ def test_profiler_chatter_is_dropped_and_other_stderr_kept(capfd):
 
     from torch.profiler import profile
 
-    from mobilenet.bench.breakdown import _without_kineto_chatter
+    from mobilenet.native_stderr import dropping
 
-    with _without_kineto_chatter(), profile():
+    with dropping("USDT:", "STAGE:"), profile():
         torch.ones(4).sum()
         os.write(2, b"USDT:2026-01-01 1:1 Handler.cpp:52] profiler_start\na real warning\n")
     assert capfd.readouterr().err == "a real warning\n"

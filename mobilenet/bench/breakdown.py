@@ -4,15 +4,12 @@ their share of the Mult-Adds; and the pointwise layers' rate next to torch.mm on
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
 import time
 from typing import TYPE_CHECKING
 
 import torch
 
+from ..native_stderr import dropping
 from ..timing import time_call
 
 if TYPE_CHECKING:
@@ -37,7 +34,7 @@ def fill_breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None
     wall = mm_time = 0.0
     operands: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     for _ in range(passes):
-        with _without_kineto_chatter(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        with dropping("USDT:", "STAGE:"), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             start = time.perf_counter()
             runner(x)
             wall += time.perf_counter() - start
@@ -69,27 +66,6 @@ def fill_breakdown(row: Row, runner, x: torch.Tensor, cost, quick: bool) -> None
         row.pw_gmac_per_s = macs / spent["pointwise"] / 1e9
         row.mm_gmac_per_s = macs / mm_time / 1e9
         row.pw_pct_of_mm = 100 * row.pw_gmac_per_s / row.mm_gmac_per_s
-
-
-@contextlib.contextmanager
-def _without_kineto_chatter():
-    """Drops the lines torch.profiler's C++ backend (kineto) writes to the process's stderr on every start and stop
-    ("USDT: ... profiler_start"): noise between a benchmark's progress lines. Anything else written to stderr in
-    the meantime is passed on."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            for line in sink.read().decode(errors="replace").splitlines(keepends=True):
-                if not line.startswith(("USDT:", "STAGE:")):
-                    sys.stderr.write(line)
 
 
 def conv_kind(event) -> tuple[str | None, tuple[int, int, int] | None]:

@@ -12,6 +12,8 @@
 * ``onnxruntime-int8``: the statically quantized int8 graph (:mod:`mobilenet.deploy.quantize`).
 * ``openvino``, ``openvino-bf16``, ``openvino-int8``: the same ONNX graph compiled by OpenVINO
   (:mod:`mobilenet.deploy.openvino`; needs the ``openvino`` extra).
+* ``litert-int8``: the int8 graph of ``onnxruntime-int8`` (all ops int8, no channel padding) converted to TensorFlow
+  Lite and run by its XNNPACK kernels (:mod:`mobilenet.deploy.litert`; needs the ``litert`` extra).
 * ``auto``: the fastest of the above on this machine within a top-1 budget (:mod:`mobilenet.deploy.auto`).
 
 Every runner takes a normalised float batch (B, C, H, W) as a numpy array or a tensor and returns float32 logits
@@ -40,8 +42,8 @@ from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
 from .quantize import quantize_onnx
 from .source import ModelInfo, model_info
 
-CONCRETE = ("torch", "torch-fast", "torch-bf16", "torch-int8", "onnxruntime", "onnxruntime-int8", "openvino",
-            "openvino-bf16", "openvino-int8")
+CONCRETE = ("torch", "torch-fast", "torch-bf16", "torch-int8", "onnxruntime", "onnxruntime-int8", "litert-int8",
+            "openvino", "openvino-bf16", "openvino-int8")
 BACKENDS = (*CONCRETE, "auto")
 RECOMPILE_LIMIT = 256  # compiled graphs per process across all compiled torch runners
 # Input shapes per compiled runner with a graph of their own. A graph specialised to its batch size ran 10-20 %
@@ -49,15 +51,17 @@ RECOMPILE_LIMIT = 256  # compiled graphs per process across all compiled torch r
 # torch-bf16 42 vs 49 ms); four covers a fixed batch plus a last partial one, and the server's warm-up sizes.
 STATIC_SHAPES = 4
 # Judged by top-1 on validation images, not by a 1e-4 parity.
-REDUCED = ("torch-bf16", "torch-int8", "onnxruntime-int8", "openvino-bf16", "openvino-int8")
+REDUCED = ("torch-bf16", "torch-int8", "onnxruntime-int8", "litert-int8", "openvino-bf16", "openvino-int8")
+# The optional package behind each backend family (plain torch needs none).
+PACKAGES = {"torch-int8": "torchao", "onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "openvino": "openvino"}
 
 
 def available_backends() -> tuple[str, ...]:
     """The concrete backends whose packages are installed here."""
     import importlib.util
 
-    def package(backend: str) -> str | None:  # the optional package a backend needs, None for plain torch
-        return "torchao" if backend == "torch-int8" else None if backend.startswith("torch") else backend.split("-")[0]
+    def package(backend: str) -> str | None:
+        return PACKAGES.get(backend, PACKAGES.get(backend.split("-")[0]))
 
     return tuple(b for b in CONCRETE if package(b) is None or importlib.util.find_spec(package(b)) is not None)
 
@@ -142,6 +146,8 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
         return _torch_fast_runner(model, info, compile, backend, calib)
     if backend.startswith("openvino"):
         return _openvino_runner(model, backend, info, onnx_path, calib, threads)
+    if backend == "litert-int8":
+        return _litert_runner(model, info, onnx_path, calib, threads)
     return _ort_runner(model, backend, info, onnx_path, calib, threads)
 
 
@@ -263,6 +269,26 @@ def _openvino_runner(model, backend: str, info: ModelInfo | None, onnx_path: str
     return runner
 
 
+def _litert_runner(model, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
+    from .litert import compile_litert, to_tflite
+
+    path, info, source, tmp = _onnx_file(model, info, onnx_path)
+    if _is_quantized(_load_graph(path)):
+        raise MobileNetError(f"{path!r} is an int8 model; litert-int8 quantizes a float ONNX file itself")
+    tmp = tmp or tempfile.TemporaryDirectory(prefix="mobilenet-")
+    calib = _calibration(calib, info)
+    qdq = quantize_onnx(path, os.path.join(tmp.name, f"{info.name}.qdq.onnx"), calib, keep_float=(), align=False)
+    run = compile_litert(to_tflite(_load_graph(qdq)), threads or torch.get_num_threads())
+    note = f"LiteRT XNNPACK, int8 (U8 activations as S8, S8 per-channel weights), calibrated on {len(calib)} images"
+    runner = Runner("litert-int8", info, run, note, onnx_path=path, precision="int8")
+    runner._tmp = tmp
+    return runner
+
+
+def _is_quantized(proto) -> bool:
+    return any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear") for node in proto.graph.node)
+
+
 def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
     path, info, source, tmp = _onnx_file(model, info, onnx_path)
     note = f"ONNX Runtime, {source}"
@@ -273,7 +299,7 @@ def _ort_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | No
         path = int8_path
     session = ort_session(path, threads)
     proto = _load_graph(path)
-    quantized = any(node.op_type in ("QLinearConv", "ConvInteger", "QuantizeLinear") for node in proto.graph.node)
+    quantized = _is_quantized(proto)
     if backend == "onnxruntime-int8" and onnx_path is None:  # what quantize_onnx recorded: format, float ops
         recorded = next((p.value for p in proto.metadata_props if p.key == "mobilenet.precision"), "int8")
         note = f"ONNX Runtime, {recorded}, calibrated on {len(calib)} images"
