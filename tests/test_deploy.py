@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import numpy as np
 import pytest
@@ -351,6 +352,12 @@ def test_cli_export_and_quantize(tmp_path, capsys):
                  "--calib", "shapes", "--calib-size", "32", "--val-size", "32", "--out", str(int8)]) == 0
     text = capsys.readouterr().out
     assert "top-1 fp32" in text and "delta" in text and "ratio" in text and int8.exists()
+    tflite = tmp_path / "v1.int8.tflite"
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        assert main(["quantize", "mobilenet_v1", "--alpha", "0.25", "--resolution", "32", "--num-classes", "12",
+                     "--calib", "shapes", "--calib-size", "32", "--val-size", "32", "--out", str(tflite)]) == 0
+        text = capsys.readouterr().out
+        assert "top-1 fp32" in text and tflite.read_bytes()[4:8] == b"TFL3"  # the flatbuffer's file identifier
 
 
 @pytest.mark.slow

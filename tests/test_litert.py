@@ -43,10 +43,10 @@ def test_int8_is_onnxruntimes_int8_bit_for_bit(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v4_conv_small"])
 def test_hard_swish_and_squeeze_excite_stay_within_int8_error(name, tmp_path):
-    # Hard-swish is rebuilt from int8 ops (a 1x1 depthwise hard-sigmoid on a [0, 1] grid, times the input) and the
-    # squeeze-excite's hard-sigmoid folds into its convolution, so the logits differ from ONNX Runtime's (which
-    # computes hard-swish in float and rounds once): each hard-swish adds a rounding of its [0, 1] gate, so the error
-    # against fp32 may grow, but stays of the order of ONNX Runtime's on the same grids.
+    # Hard-swish is rebuilt from int8 ops (an add onto a [0, 6] grid and a multiply, the 1/6 carried into the readers'
+    # weights) and the squeeze-excite's hard-sigmoid folds into its convolution, so the logits differ from ONNX
+    # Runtime's, which computes hard-swish in float and rounds once: each hard-swish adds a rounding of its gate, so
+    # the error against fp32 may grow, but stays of the order of ONNX Runtime's on the same grids.
     litert, ort, reference = _both(name, tmp_path)
     x = images(24, seed=5)
     ours, theirs, fp32 = litert(x), ort(x), reference(x)

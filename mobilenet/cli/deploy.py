@@ -71,16 +71,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_export)
 
     p = sub.add_parser(
-        "quantize", help="int8 post-training quantization to an ONNX file, with its accuracy cost",
+        "quantize", help="int8 post-training quantization to an ONNX or TensorFlow Lite file, with its accuracy cost",
         description="Export (BN folded), calibrate activation ranges on images of DATA and write a static int8 "
                     "ONNX model (QDQ, uint8 activations, int8 per-channel weights; V3's hard-swish and SE gating "
-                    "stay float if that runs faster here). Prints top-1 of the "
+                    "stay float if that runs faster here), or with a .tflite --out a TensorFlow Lite model with "
+                    "every op int8. Prints top-1 of the "
                     "float and int8 models on DATA's validation split, their agreement, and the file sizes.",
     )
     _add_source(p)
     p.add_argument("--calib", required=True, metavar="DATA", help="calibration data: an embedded dataset "
                    "('patterns', 'shapes') or a folder (image folder, CIFAR, MNIST IDX); its training split is used")
-    p.add_argument("--out", required=True, metavar="PATH", help="the int8 .onnx file to write")
+    p.add_argument("--out", required=True, metavar="PATH", help="the int8 file to write: .onnx (ONNX Runtime, "
+                   "OpenVINO), or .tflite (TensorFlow Lite: every op int8, run by XNNPACK; needs the litert extra)")
     p.add_argument("--calib-size", type=positive_int, default=300, help="calibration images (default 300)")
     p.add_argument("--val-size", type=positive_int, default=1000, help="validation images (default 1000)")
     p.set_defaults(func=run_quantize)
@@ -159,9 +161,12 @@ def run_quantize(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="mobilenet-") as tmp:
         fp32_path = os.path.join(tmp, "fp32.onnx")
         print(export_onnx(model, fp32_path, info))
-        quantize_onnx(fp32_path, args.out, calib)
         fp32 = make_runner(None, "onnxruntime", onnx_path=fp32_path)
-        int8 = make_runner(None, "onnxruntime-int8", onnx_path=args.out)
+        if args.out.endswith(".tflite"):
+            int8 = _quantize_tflite(fp32_path, os.path.join(tmp, "int8.onnx"), args.out, calib)
+        else:
+            quantize_onnx(fp32_path, args.out, calib)
+            int8 = make_runner(None, "onnxruntime-int8", onnx_path=args.out)
         pred32 = torch.cat([fp32(val[i:i + 64]).argmax(1) for i in range(0, len(val), 64)])
         pred8 = torch.cat([int8(val[i:i + 64]).argmax(1) for i in range(0, len(val), 64)])
         size32, size8 = os.path.getsize(fp32_path), os.path.getsize(args.out)
@@ -176,6 +181,23 @@ def run_quantize(args: argparse.Namespace) -> int:
         print(f"top-1 not measured: the model has {info.num_classes} classes, {data.name} has {data.num_classes}")
     print(f"file size fp32 {size32 / 1e6:.2f} MB, int8 {size8 / 1e6:.2f} MB, ratio {size32 / size8:.2f}x")
     return 0
+
+
+def _quantize_tflite(fp32_path: str, qdq_path: str, out: str, calib):
+    """Writes the TensorFlow Lite int8 model of ``fp32_path`` to ``out`` (through the all-int8 QDQ graph that the
+    litert-int8 backend converts) and returns a function that runs it."""
+    import onnx
+    import torch
+
+    from ..deploy.litert import compile_litert, to_tflite
+    from ..deploy.quantize import quantize_onnx
+
+    quantize_onnx(fp32_path, qdq_path, calib, keep_float=(), align=False)
+    flatbuffer = to_tflite(onnx.load(qdq_path))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "wb") as f:
+        f.write(flatbuffer)
+    return compile_litert(flatbuffer, torch.get_num_threads())
 
 
 def _stack(dataset, n: int, data, info, what: str):
