@@ -270,3 +270,19 @@ def test_profiler_chatter_is_dropped_and_other_stderr_kept(capfd):
         torch.ones(4).sum()
         os.write(2, b"USDT:2026-01-01 1:1 Handler.cpp:52] profiler_start\na real warning\n")
     assert capfd.readouterr().err == "a real warning\n"
+
+
+def test_measured_batch_norm_holds_the_statistics_of_the_images():
+    import mobilenet
+    from mobilenet.bench.harness import measured_batch_norm
+
+    model = mobilenet.create_model("mobilenet_v1", alpha=0.25, resolution=32).eval()
+    x = torch.randn(48, 3, 32, 32)
+    conv, bn = model.features[0].conv, model.features[0].bn
+    with torch.no_grad():
+        y = conv(x)
+    measured_batch_norm(model, x, chunk=16)  # three chunks of 16, averaged alike
+    assert not model.training and not bn.training and bn.momentum == 0.1
+    torch.testing.assert_close(bn.running_mean, y.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    # Each chunk's unbiased variance, averaged: close to the whole batch's, not equal.
+    torch.testing.assert_close(bn.running_var, y.var((0, 2, 3)), rtol=0.05, atol=1e-4)

@@ -1,6 +1,6 @@
-"""The litert-int8 backend: the QDQ ONNX graph converted to TensorFlow Lite computes what ONNX Runtime computes on that
-graph (bit for bit where no hard-swish is involved), keeps fp32's top-1, handles every batch size, and fails with
-one line where it cannot convert."""
+"""The LiteRT backends: litert matches PyTorch to 1e-4; litert-int8, the QDQ ONNX graph converted to TensorFlow Lite,
+computes what ONNX Runtime computes on that graph (bit for bit where no hard-swish is involved) and keeps fp32's top-1;
+both handle every batch size and fail with one line where they cannot convert."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (pip insta
 from test_deploy import images, trained_like  # noqa: E402  (after the skips: it needs onnx)
 
 from mobilenet.deploy import export_onnx, make_runner  # noqa: E402
-from mobilenet.deploy.litert import _same_pads  # noqa: E402
 from mobilenet.deploy.quantize import quantize_onnx  # noqa: E402
+from mobilenet.deploy.tflite_writer import same_pads  # noqa: E402
 from mobilenet.errors import MobileNetError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -58,11 +58,11 @@ def test_hard_swish_and_squeeze_excite_stay_within_int8_error(name, tmp_path):
 
 def test_same_padding_is_tensorflows():
     # ceil(size / stride) outputs; an odd total padding puts the extra pixel after.
-    assert _same_pads(112, 3, 2) == (0, 1)  # where PyTorch's (1, 1) needs an explicit PAD
-    assert _same_pads(7, 3, 2) == (1, 1)
-    assert _same_pads(14, 5, 1) == (2, 2)
-    assert _same_pads(28, 5, 2) == (1, 2)
-    assert _same_pads(7, 1, 1) == (0, 0)
+    assert same_pads(112, 3, 2) == (0, 1)  # where PyTorch's (1, 1) needs an explicit PAD
+    assert same_pads(7, 3, 2) == (1, 1)
+    assert same_pads(14, 5, 1) == (2, 2)
+    assert same_pads(28, 5, 2) == (1, 2)
+    assert same_pads(7, 1, 1) == (0, 0)
 
 
 def test_changing_batch_sizes_give_each_image_its_own_logits():
@@ -90,7 +90,7 @@ def test_an_int8_file_is_refused(tmp_path):
     fp32, int8 = str(tmp_path / "m.onnx"), str(tmp_path / "m.int8.onnx")
     export_onnx(model, fp32, num_images=2)
     quantize_onnx(fp32, int8, images(16, seed=3))
-    with pytest.raises(MobileNetError, match="quantizes a float ONNX file itself"):
+    with pytest.raises(MobileNetError, match="converts a float ONNX file itself"):
         make_runner(None, "litert-int8", onnx_path=int8)
     assert make_runner(None, "litert-int8", onnx_path=fp32, calib=images(16, seed=3))(images(2)).shape == (2, 7)
 
@@ -101,3 +101,32 @@ def test_missing_litert_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import ai_edge_litert now raises ImportError
     with pytest.raises(MobileNetError, match="pip install 'mobilenet\\[litert\\]'"):
         make_runner(trained_like("mobilenet_v1"), "litert-int8")
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+                                  "mobilenet_v4_conv_small"])
+def test_fp32_matches_pytorch(name, tmp_path):
+    # Fused ReLU/ReLU6, the squeeze-excite's hard-sigmoid as a scaled convolution with ReLU6, hard-swish, padding.
+    model = trained_like(name)
+    x = images(3)
+    runner = make_runner(model, "litert")
+    assert runner.precision == "fp32"
+    torch.testing.assert_close(runner(x), make_runner(model, "torch")(x), rtol=1e-4, atol=1e-4)
+    path = str(tmp_path / "m.onnx")
+    export_onnx(model, path, num_images=2)
+    from_file = make_runner(None, "litert", onnx_path=path)  # the file alone describes the model
+    torch.testing.assert_close(from_file(x.numpy()), runner(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_note_says_whether_xnnpack_runs_the_whole_graph():
+    import mobilenet
+
+    calib = images(16, seed=3)
+    assert "XNNPACK runs the whole graph" in make_runner(trained_like("mobilenet_v3_large"), "litert-int8",
+                                                         calib=calib).note
+    # A fresh network's activations shrink layer after layer (BN's running statistics are still 0 and 1): int8
+    # rescalings far outside what XNNPACK takes, so those operators fall back to TensorFlow Lite's kernels.
+    fresh = mobilenet.create_model("mobilenet_v3_large", alpha=0.25, resolution=64).eval()
+    runner = make_runner(fresh, "litert-int8", calib=calib)
+    assert "parts of the graph" in runner.note
+    assert runner(images(2)).shape == (2, 1000)

@@ -197,7 +197,7 @@ def _quantize_tflite(fp32_path: str, qdq_path: str, out: str, calib):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "wb") as f:
         f.write(flatbuffer)
-    return compile_litert(flatbuffer, torch.get_num_threads())
+    return compile_litert(flatbuffer, torch.get_num_threads())[0]
 
 
 def _stack(dataset, n: int, data, info, what: str):

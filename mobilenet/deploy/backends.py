@@ -12,8 +12,9 @@
 * ``onnxruntime-int8``: the statically quantized int8 graph (:mod:`mobilenet.deploy.quantize`).
 * ``openvino``, ``openvino-bf16``, ``openvino-int8``: the same ONNX graph compiled by OpenVINO
   (:mod:`mobilenet.deploy.openvino`; needs the ``openvino`` extra).
-* ``litert-int8``: the int8 graph of ``onnxruntime-int8`` (all ops int8, no channel padding) converted to TensorFlow
-  Lite and run by its XNNPACK kernels (:mod:`mobilenet.deploy.litert`; needs the ``litert`` extra).
+* ``litert``, ``litert-int8``: the float ONNX graph, or the int8 one of ``onnxruntime-int8`` (all ops int8, no
+  channel padding), converted to TensorFlow Lite and run by XNNPACK (:mod:`mobilenet.deploy.litert_fp32`,
+  :mod:`mobilenet.deploy.litert`; needs the ``litert`` extra).
 * ``auto``: the fastest of the above on this machine within a top-1 budget (:mod:`mobilenet.deploy.auto`).
 
 Every runner takes a normalised float batch (B, C, H, W) as a numpy array or a tensor and returns float32 logits
@@ -42,8 +43,8 @@ from .onnx_io import INPUT_NAME, OUTPUT_NAME, ort_session
 from .quantize import quantize_onnx
 from .source import ModelInfo, model_info
 
-CONCRETE = ("torch", "torch-fast", "torch-bf16", "torch-int8", "onnxruntime", "onnxruntime-int8", "litert-int8",
-            "openvino", "openvino-bf16", "openvino-int8")
+CONCRETE = ("torch", "torch-fast", "torch-bf16", "torch-int8", "onnxruntime", "onnxruntime-int8", "litert",
+            "litert-int8", "openvino", "openvino-bf16", "openvino-int8")
 BACKENDS = (*CONCRETE, "auto")
 RECOMPILE_LIMIT = 256  # compiled graphs per process across all compiled torch runners
 # Input shapes per compiled runner with a graph of their own. A graph specialised to its batch size ran 10-20 %
@@ -146,8 +147,8 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
         return _torch_fast_runner(model, info, compile, backend, calib)
     if backend.startswith("openvino"):
         return _openvino_runner(model, backend, info, onnx_path, calib, threads)
-    if backend == "litert-int8":
-        return _litert_runner(model, info, onnx_path, calib, threads)
+    if backend.startswith("litert"):
+        return _litert_runner(model, backend, info, onnx_path, calib, threads)
     return _ort_runner(model, backend, info, onnx_path, calib, threads)
 
 
@@ -269,18 +270,25 @@ def _openvino_runner(model, backend: str, info: ModelInfo | None, onnx_path: str
     return runner
 
 
-def _litert_runner(model, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
+def _litert_runner(model, backend: str, info: ModelInfo | None, onnx_path: str | None, calib, threads) -> Runner:
+    import onnx
+
     from .litert import compile_litert, to_tflite
+    from .litert_fp32 import fp32_to_tflite
 
     path, info, source, tmp = _onnx_file(model, info, onnx_path)
     if _is_quantized(_load_graph(path)):
-        raise MobileNetError(f"{path!r} is an int8 model; litert-int8 quantizes a float ONNX file itself")
-    tmp = tmp or tempfile.TemporaryDirectory(prefix="mobilenet-")
-    calib = _calibration(calib, info)
-    qdq = quantize_onnx(path, os.path.join(tmp.name, f"{info.name}.qdq.onnx"), calib, keep_float=(), align=False)
-    run = compile_litert(to_tflite(_load_graph(qdq)), threads or torch.get_num_threads())
-    note = f"LiteRT XNNPACK, int8 (U8 activations as S8, S8 per-channel weights), calibrated on {len(calib)} images"
-    runner = Runner("litert-int8", info, run, note, onnx_path=path, precision="int8")
+        raise MobileNetError(f"{path!r} is an int8 model; {backend} converts a float ONNX file itself")
+    if backend == "litert":
+        flatbuffer, precision, note = fp32_to_tflite(onnx.load(path)), "fp32", f"LiteRT, {source}"
+    else:
+        tmp = tmp or tempfile.TemporaryDirectory(prefix="mobilenet-")
+        calib = _calibration(calib, info)
+        qdq = quantize_onnx(path, os.path.join(tmp.name, f"{info.name}.qdq.onnx"), calib, keep_float=(), align=False)
+        flatbuffer, precision = to_tflite(onnx.load(qdq)), "int8"
+        note = f"LiteRT, int8 (U8 activations as S8, S8 per-channel weights) calibrated on {len(calib)} images"
+    run, coverage = compile_litert(flatbuffer, threads or torch.get_num_threads())
+    runner = Runner(backend, info, run, f"{note}; {coverage}", onnx_path=path, precision=precision)
     runner._tmp = tmp
     return runner
 

@@ -1,5 +1,6 @@
 """int8 on LiteRT (TensorFlow Lite) and XNNPACK: the int8 graph of :func:`~mobilenet.deploy.quantize.quantize_onnx`
-rewritten as a ``.tflite`` flatbuffer, so that XNNPACK's fused int8 kernels run it.
+rewritten as a ``.tflite`` flatbuffer, so that XNNPACK's fused int8 kernels run it (the ``litert-int8`` backend;
+``litert``, its float counterpart, is :mod:`mobilenet.deploy.litert_fp32`).
 
 XNNPACK runs each int8 operator in one pass with little overhead per operator: a ReLU, ReLU6 or the squeeze-excite's
 hard-sigmoid is the clamp of its convolution's output range, padding folds into the convolution, and its int8
@@ -33,89 +34,10 @@ from ..errors import MobileNetError
 from ..native_stderr import dropping
 from .onnx_io import INPUT_NAME, OUTPUT_NAME
 from .openvino import MAX_SHAPES
+from .tflite_writer import Writer
 
-# Each operator's version: the first with per-channel int8 where it has one.
-_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "ADD": 2, "MUL": 2, "MEAN": 2, "PAD": 2, "RESHAPE": 1,
-             "TRANSPOSE": 2, "QUANTIZE": 2, "DEQUANTIZE": 2}
 _SKIPPED = ("QuantizeLinear", "DequantizeLinear", "Constant")  # read where used; a Constant: a Clip's dead bound
 _UNIT = (1 / 255, -128)  # the int8 grid of [0, 1]: the squeeze-excite gate's range
-
-
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:
-        raise MobileNetError("the litert-int8 backend needs the ai-edge-litert package: "
-                             "pip install 'mobilenet[litert]'") from None
-    return schema
-
-
-class _Writer:
-    """The tensors, buffers and operators of a one-subgraph TensorFlow Lite model, in the order they are added."""
-
-    def __init__(self, schema):
-        self.s = schema
-        self.tensors, self.buffers, self.ops, self.codes = [], [schema.BufferT()], [], []  # buffer 0: the empty one
-        self.index: dict[str, int] = {}  # ONNX tensor name -> tensor
-
-    def tensor(self, name: str, shape, dtype, data=None, grid=None, axis: int = 0) -> int:
-        """A new tensor; ``grid`` = (scale, zero point), each a number or one per channel of ``axis``."""
-        s = self.s
-        t = s.TensorT()
-        t.name, t.shape = name.encode(), [int(d) for d in shape]
-        t.type = {np.float32: s.TensorType.FLOAT32, np.int8: s.TensorType.INT8, np.int32: s.TensorType.INT32}[dtype]
-        if data is not None:
-            buf = s.BufferT()
-            buf.data = np.frombuffer(np.ascontiguousarray(data, dtype=dtype).tobytes(), np.uint8)
-            self.buffers.append(buf)
-            t.buffer = len(self.buffers) - 1
-        if grid is not None:
-            q = s.QuantizationParametersT()
-            scale = np.atleast_1d(np.asarray(grid[0], np.float64))
-            q.scale = [float(v) for v in scale]
-            q.zeroPoint = [int(v) for v in np.broadcast_to(np.asarray(grid[1], np.int64), scale.shape)]
-            q.quantizedDimension = axis
-            t.quantization = q
-        self.tensors.append(t)
-        self.index[name] = len(self.tensors) - 1
-        return self.index[name]
-
-    def shape(self, i: int) -> list[int]:
-        return list(self.tensors[i].shape)
-
-    def grid(self, i: int) -> tuple[float, int]:
-        q = self.tensors[i].quantization
-        return q.scale[0], q.zeroPoint[0]
-
-    def op(self, kind: str, inputs, outputs, options=None) -> None:
-        s = self.s
-        if kind not in self.codes:
-            self.codes.append(kind)
-        o = s.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = self.codes.index(kind), list(inputs), list(outputs)
-        if options is not None:
-            o.builtinOptionsType = getattr(s.BuiltinOptions, type(options).__name__[:-1])  # Conv2DOptionsT -> ..
-            o.builtinOptions = options
-        self.ops.append(o)
-
-    def finish(self, inputs, outputs, description: str) -> bytes:
-        import flatbuffers
-
-        s = self.s
-        sub = s.SubGraphT()
-        sub.tensors, sub.operators, sub.inputs, sub.outputs = self.tensors, self.ops, list(inputs), list(outputs)
-        model = s.ModelT()
-        model.version, model.subgraphs, model.buffers, model.description = 3, [sub], self.buffers, description
-        model.operatorCodes = []
-        for kind in self.codes:
-            code = s.OperatorCodeT()
-            code.builtinCode = getattr(s.BuiltinOperator, kind)
-            code.deprecatedBuiltinCode = min(code.builtinCode, 127)  # the old int8 field; 127 = "see builtinCode"
-            code.version = _VERSIONS[kind]
-            model.operatorCodes.append(code)
-        builder = flatbuffers.Builder(1 << 20)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
 
 
 def to_tflite(qdq) -> bytes:
@@ -128,19 +50,19 @@ def to_tflite(qdq) -> bytes:
     """
     import onnx
 
-    schema = _schema()
     model = onnx.ModelProto()
     model.CopyFrom(qdq)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     model = onnx.shape_inference.infer_shapes(model)
-    return _Converter(schema, model).run()
+    return _Converter(model).run()
 
 
 class _Converter:
-    def __init__(self, schema, model):
+    def __init__(self, model):
         from onnx import numpy_helper
 
-        self.s, self.w = schema, _Writer(schema)
+        self.w = Writer()
+        self.s = self.w.s
         graph = model.graph
         self.init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         self.nodes = list(graph.node)
@@ -157,16 +79,9 @@ class _Converter:
         import onnx
 
         w = self.w
-        n, c, h, wd = self.input_shape
-        # The input stays NCHW float like every other backend's; quantized first, it is a quarter of the bytes to
-        # transpose (numpy's transpose of the float batch took a tenth of the time at batch 32).
-        x = w.tensor(INPUT_NAME, [n, c, h, wd], np.float32)
         q_in = next(q for q in self.nodes if q.op_type == "QuantizeLinear" and q.input[0] == INPUT_NAME)
-        nchw = w.tensor(f"{INPUT_NAME}_int8", [n, c, h, wd], np.int8, grid=self._grid(q_in))
-        w.op("QUANTIZE", [x], [nchw])
-        perm = w.tensor(f"{INPUT_NAME}_perm", [4], np.int32, data=np.array([0, 2, 3, 1], np.int32))
-        w.op("TRANSPOSE", [nchw, perm], [w.tensor(q_in.output[0], [n, h, wd, c], np.int8, grid=self._grid(q_in))],
-             self.s.TransposeOptionsT())
+        x, nhwc = w.nchw_input(INPUT_NAME, self.input_shape, grid=self._grid(q_in))
+        w.index[q_in.output[0]] = nhwc
         for node in self.nodes:
             if node.op_type in _SKIPPED or node.name in self.folded:
                 continue
@@ -176,10 +91,11 @@ class _Converter:
                 raise MobileNetError(f"LiteRT conversion: {node.op_type} ({node.name}) has no int8 equivalent here")
             handler(node, attrs)
         last = self._plain(self._source(OUTPUT_NAME), OUTPUT_NAME)
-        flat = w.tensor(f"{OUTPUT_NAME}_int8", [n, w.shape(last)[-1]], np.int8, grid=w.grid(last))
-        shape = w.tensor(f"{OUTPUT_NAME}_shape", [2], np.int32, data=np.array([-1, w.shape(last)[-1]], np.int32))
+        classes = w.shape(last)[-1]
+        flat = w.tensor(f"{OUTPUT_NAME}_int8", [1, classes], np.int8, grid=w.grid(last))
+        shape = w.tensor(f"{OUTPUT_NAME}_shape", [2], np.int32, data=np.array([-1, classes], np.int32))
         w.op("RESHAPE", [last, shape], [flat])
-        y = w.tensor(OUTPUT_NAME, [n, w.shape(last)[-1]], np.float32)
+        y = w.tensor(OUTPUT_NAME, [1, classes], np.float32)
         w.op("DEQUANTIZE", [flat], [y])
         return w.finish([x], [y], "mobilenet int8 (QDQ ONNX graph converted)")
 
@@ -256,7 +172,7 @@ class _Converter:
         self._conv_op(node, x, wq[:, :, None, None], ws, bq.astype(np.int64), bs, [1, 1], [(0, 0), (0, 0)], False)
 
     def _conv_op(self, node, x, wq, ws, bq, bs, stride, pads, depthwise) -> None:
-        s, w = self.s, self.w
+        w = self.w
         grid, out_node = None, node
         ws = ws / self.factor.get(x, 1.0)  # an input declared f times too coarse: weights f times smaller
         gate = self._hard_sigmoid_after(node)
@@ -269,33 +185,9 @@ class _Converter:
             bs = x_scale * ws
             out_node, grid = gate, _UNIT
             self.folded.add(gate.name)
-        n, h, wd, _ = w.shape(x)
-        k_h, k_w = wq.shape[2:]
-        same = [_same_pads(size, k, st) for size, k, st in zip((h, wd), (k_h, k_w), stride)]
-        padding = s.Padding.SAME if pads == same else s.Padding.VALID
-        if padding == s.Padding.VALID and any(p for pair in pads for p in pair):
-            paddings = np.array([[0, 0], *pads, [0, 0]], np.int32)
-            shape = [d + int(a + b) for d, (a, b) in zip(w.shape(x), paddings)]
-            padded = w.tensor(f"{node.name}_padded", shape, np.int8, grid=w.grid(x))
-            w.op("PAD", [x, w.tensor(f"{node.name}_paddings", [4, 2], np.int32, data=paddings)], [padded],
-                 s.PadOptionsT())
-            x, h, wd = padded, shape[1], shape[2]
-        if padding == s.Padding.SAME:
-            out_h, out_w = -(-h // stride[0]), -(-wd // stride[1])
-        else:
-            out_h, out_w = (h - k_h) // stride[0] + 1, (wd - k_w) // stride[1] + 1
-        if depthwise:
-            options, kind = s.DepthwiseConv2DOptionsT(), "DEPTHWISE_CONV_2D"
-            options.depthMultiplier = 1
-            weights, axis = wq.transpose(1, 2, 3, 0), 3  # (1, kh, kw, C)
-        else:
-            options, kind = s.Conv2DOptionsT(), "CONV_2D"
-            weights, axis = wq.transpose(0, 2, 3, 1), 0  # (O, kh, kw, I)
-        options.padding, options.strideH, options.strideW = padding, int(stride[0]), int(stride[1])
-        filt = w.tensor(f"{node.name}_weights", weights.shape, np.int8, data=weights, grid=(ws, 0), axis=axis)
-        bias = w.tensor(f"{node.name}_bias", bq.shape, np.int32, data=np.clip(bq, -2**31, 2**31 - 1), grid=(bs, 0))
-        out = self._output(out_node, [n, out_h, out_w, len(ws)], grid)
-        w.op(kind, [x, filt, bias], [out], options)
+        scale, zero = grid or self._grid(self._quantized_output(out_node))
+        w.conv(node.name, x, wq, np.clip(bq, -2**31, 2**31 - 1).astype(np.int32), stride, pads, depthwise,
+               self._quantized_output(out_node).output[0], w_grid=(ws, 0), b_grid=(bs, 0), out_grid=(scale, zero))
 
     def _hard_sigmoid_after(self, node):
         """The ``HardSigmoid`` node that is the only reader of ``node``'s quantized output, else None."""
@@ -342,23 +234,19 @@ class _Converter:
         w.op("MEAN", [x, axes], [out], options)
 
 
-def _same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's ``SAME`` padding (before, after) of one axis: the output is ceil(size / stride), and an odd
-    total goes after."""
-    total = max((-(-size // stride) - 1) * stride + k - size, 0)
-    return total // 2, total - total // 2
-
-
 def compile_litert(tflite: bytes, threads: int):
-    """``run``: a float32 (B, C, H, W) array -> logits tensor, on TensorFlow Lite's interpreter with the XNNPACK
-    delegate over ``threads`` threads; one interpreter per input shape (resizing one re-plans its XNNPACK graph)."""
+    """``(run, coverage)``: ``run`` maps a float32 (B, C, H, W) array to a logits tensor on TensorFlow Lite's
+    interpreter with the XNNPACK delegate over ``threads`` threads, one interpreter per input shape (resizing one
+    re-plans its XNNPACK graph); ``coverage`` says whether XNNPACK took the whole graph. An operator it refuses (an
+    int8 rescaling outside its range, such as an untrained network's vanishing activations produce) runs in
+    TensorFlow Lite's own kernels, correct but several times slower, and splits the graph."""
     import torch
 
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise MobileNetError("the litert-int8 backend needs the ai-edge-litert package: "
-                             "pip install 'mobilenet[litert]'") from None
+        raise MobileNetError("the LiteRT backends need the ai-edge-litert package: pip install 'mobilenet[litert]'") \
+            from None
     interpreters: dict[tuple[int, ...], tuple] = {}
 
     def interpreter_for(shape: tuple[int, ...]):
@@ -380,4 +268,24 @@ def compile_litert(tflite: bytes, threads: int):
         it.invoke()
         return torch.from_numpy(it.get_tensor(out).copy())
 
-    return run
+    it, inp, out = interpreter_for(tuple(_input_shape(tflite)))
+    return run, _coverage(it, inp, out)
+
+
+def _input_shape(tflite: bytes) -> list[int]:
+    from .tflite_writer import schema
+
+    model = schema().Model.GetRootAs(tflite, 0)
+    graph = model.Subgraphs(0)
+    return [int(d) for d in graph.Tensors(graph.Inputs(0)).ShapeAsNumpy()]
+
+
+def _coverage(it, inp: int, out: int) -> str:
+    """Whether XNNPACK runs the whole graph, or in how many parts, with TensorFlow Lite's kernels between them."""
+    ops = it._get_ops_details()
+    parts = [o for o in ops if o["op_name"] == "DELEGATE"]
+    replaced = {t for o in parts for t in (*o["inputs"], *o["outputs"])}
+    if len(parts) == 1 and inp in replaced and out in replaced:
+        return "XNNPACK runs the whole graph"
+    return (f"XNNPACK runs {len(parts)} parts of the graph, TensorFlow Lite's own kernels the operators between them "
+            "(slower)")
