@@ -48,13 +48,7 @@ def to_tflite(qdq) -> bytes:
     Raises:
         MobileNetError: the graph has an op or pattern without a conversion (e.g. V4-Hybrid's attention).
     """
-    import onnx
-
-    model = onnx.ModelProto()
-    model.CopyFrom(qdq)
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
-    model = onnx.shape_inference.infer_shapes(model)
-    return _Converter(model).run()
+    return _Converter(qdq).run()
 
 
 class _Converter:
@@ -71,7 +65,7 @@ class _Converter:
         for n in self.nodes:
             for x in n.input:
                 self.consumers.setdefault(x, []).append(n)
-        self.input_shape = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        self.input_shape = [1, *(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])]
         self.folded: set[str] = set()  # HardSigmoid nodes folded into their convolution
         self.factor: dict[int, float] = {}  # tensor -> f: declared scale f times its integers' (see _hardswish)
 
