@@ -73,7 +73,9 @@ class _Converter:
         import onnx
 
         w = self.w
-        q_in = next(q for q in self.nodes if q.op_type == "QuantizeLinear" and q.input[0] == INPUT_NAME)
+        q_in = next((q for q in self.nodes if q.op_type == "QuantizeLinear" and q.input[0] == INPUT_NAME), None)
+        if q_in is None:
+            raise MobileNetError("LiteRT conversion: the graph's input is not quantized (an int8 QDQ graph is needed)")
         x, nhwc = w.nchw_input(INPUT_NAME, self.input_shape, grid=self._grid(q_in))
         w.index[q_in.output[0]] = nhwc
         for node in self.nodes:
