@@ -79,10 +79,11 @@ def test_changing_batch_sizes_give_each_image_its_own_logits():
     torch.testing.assert_close(runner(x.numpy()), whole, rtol=0, atol=1e-6)
 
 
-def test_a_graph_without_a_conversion_is_one_clear_error():
-    # V4-Hybrid's attention has no int8 TensorFlow Lite form here.
+@pytest.mark.parametrize("backend", ["litert", "litert-int8"])
+def test_a_graph_without_a_conversion_is_one_clear_error(backend):
+    # V4-Hybrid's layer scale and attention have no TensorFlow Lite form here.
     with pytest.raises(MobileNetError, match="LiteRT conversion: .* \\(.*\\)"):
-        make_runner(trained_like("mobilenet_v4_hybrid_medium", alpha=1.0), "litert-int8", calib=images(8, seed=3))
+        make_runner(trained_like("mobilenet_v4_hybrid_medium", alpha=1.0), backend, calib=images(8, seed=3))
 
 
 def test_an_int8_file_is_refused(tmp_path):

@@ -67,7 +67,11 @@ class _FloatConverter:
     def _name(self, onnx_name: str) -> str:  # the graph output stays free for the final (N, classes) tensor
         return onnx_name + "_nhwc" if onnx_name == OUTPUT_NAME else onnx_name
 
-    def _in(self, name: str) -> int:
+    def _in(self, name: str, node) -> int:
+        """The tensor an earlier operator wrote for ``name``, an input of ``node``."""
+        if self._name(name) not in self.w.index:  # a constant operand, say: none of the converted ops takes one
+            raise MobileNetError(f"LiteRT conversion: {node.op_type} ({node.name}) reads {name!r}, which is not an "
+                                 "activation")
         return self.w.index[self._name(name)]
 
     def _activation_after(self, node):
@@ -111,6 +115,7 @@ class _FloatConverter:
 
     def _emit(self, node, weights, bias, stride, pads, depthwise) -> None:
         w = self.w
+        x, weights, bias = self._in(node.input[0], node), weights.astype(np.float32), bias.astype(np.float32)
         activation, reader = self._activation_after(node)
         out = node.output[0]
         if reader is not None:
@@ -119,14 +124,12 @@ class _FloatConverter:
         if activation == "HARD_SIGMOID":  # clip(alpha * z + beta, 0, 1) = relu6(6 * (alpha * z + beta)) / 6
             given = {a.name: a.f for a in reader.attribute}
             alpha, beta = given.get("alpha", 0.2), given.get("beta", 0.5)  # ONNX's defaults
-            weights, bias, activation = weights * 6 * alpha, (bias * alpha + beta) * 6, "RELU6"
-            six = w.conv(node.name, self._in(node.input[0]), weights, bias, stride, pads, depthwise,
-                         f"{node.name}_six", activation=activation)
+            weights, bias = weights * 6 * alpha, (bias * alpha + beta) * 6
+            six = w.conv(node.name, x, weights, bias, stride, pads, depthwise, f"{node.name}_six", activation="RELU6")
             sixth = w.tensor(f"{node.name}_sixth", [1], np.float32, data=np.array([1 / 6], np.float32))
             w.op("MUL", [six, sixth], [w.tensor(self._name(out), w.shape(six), np.float32)], w.s.MulOptionsT())
             return
-        w.conv(node.name, self._in(node.input[0]), weights.astype(np.float32), bias.astype(np.float32), stride, pads,
-               depthwise, self._name(out), activation=activation)
+        w.conv(node.name, x, weights, bias, stride, pads, depthwise, self._name(out), activation=activation)
 
     def _relu(self, node, attrs) -> None:
         self._unary(node, "RELU")
@@ -140,7 +143,7 @@ class _FloatConverter:
         self._unary(node, "HARD_SWISH")
 
     def _unary(self, node, kind: str) -> None:
-        x = self._in(node.input[0])
+        x = self._in(node.input[0], node)
         self.w.op(kind, [x], [self.w.tensor(self._name(node.output[0]), self.w.shape(x), np.float32)])
 
     def _add(self, node, attrs) -> None:
@@ -150,13 +153,13 @@ class _FloatConverter:
         self._binary(node, "MUL", self.w.s.MulOptionsT())
 
     def _binary(self, node, kind: str, options) -> None:
-        a, b = self._in(node.input[0]), self._in(node.input[1])
+        a, b = self._in(node.input[0], node), self._in(node.input[1], node)
         shape = max(self.w.shape(a), self.w.shape(b), key=np.prod)  # squeeze-excite: (N, H, W, C) * (N, 1, 1, C)
         self.w.op(kind, [a, b], [self.w.tensor(self._name(node.output[0]), shape, np.float32)], options)
 
     def _globalaveragepool(self, node, attrs) -> None:
         w = self.w
-        x = self._in(node.input[0])
+        x = self._in(node.input[0], node)
         n, _, _, c = w.shape(x)
         options = w.s.ReducerOptionsT()
         options.keepDims = True
@@ -164,4 +167,4 @@ class _FloatConverter:
         w.op("MEAN", [x, axes], [w.tensor(self._name(node.output[0]), [n, 1, 1, c], np.float32)], options)
 
     def _flatten(self, node, attrs) -> None:  # (N, C, 1, 1) -> (N, C): the NHWC (N, 1, 1, C) tensor as it is
-        self.w.index[self._name(node.output[0])] = self._in(node.input[0])
+        self.w.index[self._name(node.output[0])] = self._in(node.input[0], node)
