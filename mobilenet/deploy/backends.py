@@ -112,15 +112,16 @@ def make_runner(model: nn.Module | None, backend: str, info: ModelInfo | None = 
     """Builds a :class:`Runner` for ``model`` on ``backend``.
 
     Args:
-        model: the PyTorch model (eval mode is set; it is not modified). May be ``None`` for the ONNX Runtime
-            backends when ``onnx_path`` is given; the file's metadata then describes the model.
+        model: the PyTorch model (eval mode is set; it is not modified). May be ``None`` for the backends that run
+            an ONNX file when ``onnx_path`` is given; the file's metadata then describes the model.
         backend: one of ``BACKENDS``.
         info: class names and normalisation (default: from the model).
-        onnx_path: an existing ONNX file for the ONNX Runtime backends (float32 for ``onnxruntime``, int8 for
-            ``onnxruntime-int8``); it must have been exported from this model. Without it the model is exported
+        onnx_path: an existing ONNX file for the ONNX Runtime, LiteRT and OpenVINO backends (int8 for
+            ``onnxruntime-int8``, float32 for the others: the LiteRT and OpenVINO backends convert or quantize it
+            themselves); it must have been exported from this model. Without it the model is exported
             (and, for int8, quantized with ``calib``) into a temporary directory.
         calib: normalised calibration images for int8 when no file is given (default: 32 sample images).
-        threads: intra-op threads for ONNX Runtime (default: ``torch.get_num_threads()``).
+        threads: threads for ONNX Runtime, LiteRT and OpenVINO (default: ``torch.get_num_threads()``).
         compile: use ``torch.compile`` for ``torch-fast``, ``torch-bf16`` and ``torch-int8`` (``False``: eager,
             which for ``torch-int8`` is the slow reference path).
         batch, val, max_top1_drop: for ``auto`` only (see :func:`mobilenet.deploy.auto.auto_runner`).
