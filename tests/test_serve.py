@@ -227,6 +227,22 @@ def test_batched_answers_equal_unbatched(runner):
         s.close()
 
 
+def test_litert_int8_serves_batches_with_each_requests_own_integers(runner):
+    # One TensorFlow Lite interpreter per batch size, all called from the batcher's one thread: every answer is the
+    # request run alone, bit for bit (integer arithmetic does not depend on the batch).
+    pytest.importorskip("ai_edge_litert")
+    lite = make_runner(runner.module, "litert-int8", runner.info, calib=torch.from_numpy(_images(32, seed=1)))
+    s = _Server(_slow(lite, 0.02), max_batch=8, max_delay_ms=20)
+    try:
+        inputs = [_images(1 + i % 3, seed=200 + i) for i in range(12)]
+        with ThreadPoolExecutor(6) as pool:
+            got = list(pool.map(lambda x: _logits(_infer_json(s.url, x)), inputs))
+        for g, x in zip(got, inputs):
+            np.testing.assert_array_equal(g, _expected(lite, x))
+    finally:
+        s.close()
+
+
 def test_lone_client_does_not_wait_for_the_delay(runner):
     s = _Server(runner, max_delay_ms=2000)
     try:
