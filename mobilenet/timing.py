@@ -154,7 +154,7 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata
 
     versions = {"torch": torch.__version__}
-    for name in ("onnxruntime", "openvino", "nncf"):
+    for name in ("onnxruntime", "ai-edge-litert", "openvino", "nncf"):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
