@@ -278,10 +278,11 @@ def _litert_runner(model, backend: str, info: ModelInfo | None, onnx_path: str |
     from .litert_fp32 import fp32_to_tflite
 
     path, info, source, tmp = _onnx_file(model, info, onnx_path)
-    if _is_quantized(_load_graph(path)):
+    graph = onnx.load(path)
+    if _is_quantized(graph):
         raise MobileNetError(f"{path!r} is an int8 model; {backend} converts a float ONNX file itself")
     if backend == "litert":
-        flatbuffer, precision, note = fp32_to_tflite(onnx.load(path)), "fp32", f"LiteRT, {source}"
+        flatbuffer, precision, note = fp32_to_tflite(graph), "fp32", f"LiteRT, {source}"
     else:
         tmp = tmp or tempfile.TemporaryDirectory(prefix="mobilenet-")
         calib = _calibration(calib, info)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import MobileNetError
 from ..native_stderr import dropping
+from .align import graph_index
 from .onnx_io import INPUT_NAME, OUTPUT_NAME
 from .openvino import MAX_SHAPES
 from .tflite_writer import Writer
@@ -58,13 +59,9 @@ class _Converter:
         self.w = Writer()
         self.s = self.w.s
         graph = model.graph
-        self.init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        weights, self.producer, self.consumers = graph_index(graph)
+        self.init = {name: numpy_helper.to_array(t) for name, t in weights.items()}
         self.nodes = list(graph.node)
-        self.producer = {o: n for n in self.nodes for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in self.nodes:
-            for x in n.input:
-                self.consumers.setdefault(x, []).append(n)
         self.input_shape = [1, *(d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:])]
         self.folded: set[str] = set()  # HardSigmoid nodes folded into their convolution
         self.factor: dict[int, float] = {}  # tensor -> f: declared scale f times its integers' (see _hardswish)
@@ -137,7 +134,7 @@ class _Converter:
             return x
         w = self.w
         scale, zero = w.grid(x)
-        inverse = w.tensor(f"{name}_inverse", [1], np.int8, data=np.array([127], np.int8), grid=(1 / factor / 127, 0))
+        inverse = w.int8_constant(f"{name}_inverse", 1 / factor)
         out = w.tensor(f"{name}_plain", w.shape(x), np.int8, grid=(scale / factor, zero))
         w.op("MUL", [x, inverse], [out], self.s.MulOptionsT())
         return out
@@ -201,7 +198,7 @@ class _Converter:
         s, w = self.s, self.w
         x = self._plain(self._source(node.input[0], node), node.name)
         shape = w.shape(x)
-        three = w.tensor(f"{node.name}_three", [1], np.int8, data=np.array([127], np.int8), grid=(3 / 127, 0))
+        three = w.int8_constant(f"{node.name}_three", 3.0)
         gate = w.tensor(f"{node.name}_gate", shape, np.int8, grid=(6 / 255, -128))
         w.op("ADD", [x, three], [gate], s.AddOptionsT())
         w.op("MUL", [x, gate], [self._output(node, shape, factor=6.0)], s.MulOptionsT())
@@ -220,14 +217,9 @@ class _Converter:
         self.w.op("MUL", [a, b], [self._output(node, shape, factor=factor)], self.s.MulOptionsT())
 
     def _globalaveragepool(self, node, attrs) -> None:
-        w = self.w
         x = self._source(node.input[0], node)
-        n, _, _, c = w.shape(x)
-        options = self.s.ReducerOptionsT()
-        options.keepDims = True
-        axes = w.tensor(f"{node.name}_axes", [2], np.int32, data=np.array([1, 2], np.int32))
-        out = self._output(node, [n, 1, 1, c], factor=self.factor.get(x, 1.0))
-        w.op("MEAN", [x, axes], [out], options)
+        n, _, _, c = self.w.shape(x)
+        self.w.spatial_mean(node.name, x, self._output(node, [n, 1, 1, c], factor=self.factor.get(x, 1.0)))
 
 
 def compile_litert(tflite: bytes, threads: int):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MobileNetError
+from .align import graph_index
 from .onnx_io import INPUT_NAME, OUTPUT_NAME
 from .tflite_writer import Writer
 
@@ -34,13 +35,10 @@ class _FloatConverter:
 
         self.w = Writer()
         self.graph = graph.graph
-        self.init = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
-        self.consumers: dict[str, list] = {}
-        for n in self.graph.node:
-            for x in n.input:
-                self.consumers.setdefault(x, []).append(n)
-            if n.op_type == "Constant":
-                self.init[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        weights, _, self.consumers = graph_index(self.graph)
+        self.init = {name: numpy_helper.to_array(t) for name, t in weights.items()}
+        self.init.update((n.output[0], numpy_helper.to_array(n.attribute[0].t)) for n in self.graph.node
+                         if n.op_type == "Constant")  # a Clip's bounds
         self.fused: set[str] = set()  # activation nodes folded into the convolution before them
 
     def run(self) -> bytes:
@@ -158,13 +156,9 @@ class _FloatConverter:
         self.w.op(kind, [a, b], [self.w.tensor(self._name(node.output[0]), shape, np.float32)], options)
 
     def _globalaveragepool(self, node, attrs) -> None:
-        w = self.w
         x = self._in(node.input[0], node)
-        n, _, _, c = w.shape(x)
-        options = w.s.ReducerOptionsT()
-        options.keepDims = True
-        axes = w.tensor(f"{node.name}_axes", [2], np.int32, data=np.array([1, 2], np.int32))
-        w.op("MEAN", [x, axes], [w.tensor(self._name(node.output[0]), [n, 1, 1, c], np.float32)], options)
+        n, _, _, c = self.w.shape(x)
+        self.w.spatial_mean(node.name, x, self.w.tensor(self._name(node.output[0]), [n, 1, 1, c], np.float32))
 
     def _flatten(self, node, attrs) -> None:  # (N, C, 1, 1) -> (N, C): the NHWC (N, 1, 1, C) tensor as it is
         self.w.index[self._name(node.output[0])] = self._in(node.input[0], node)

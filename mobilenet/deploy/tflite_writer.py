@@ -96,6 +96,17 @@ class Writer:
         builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
         return bytes(builder.Output())
 
+    def int8_constant(self, name: str, value: float) -> int:
+        """A one-element int8 tensor holding ``value`` exactly (127 on a grid of ``value`` / 127)."""
+        return self.tensor(name, [1], np.int8, data=np.array([127], np.int8), grid=(value / 127, 0))
+
+    def spatial_mean(self, name: str, x: int, out: int) -> None:
+        """``out`` = the mean of the NHWC tensor ``x`` over height and width (kept as 1 x 1)."""
+        options = self.s.ReducerOptionsT()
+        options.keepDims = True
+        axes = self.tensor(f"{name}_axes", [2], np.int32, data=np.array([1, 2], np.int32))
+        self.op("MEAN", [x, axes], [out], options)
+
     def nchw_input(self, name: str, shape, grid=None) -> tuple[int, int]:
         """``(input, nhwc)``: the model's float NCHW input, like every other backend's, and its NHWC form; with a
         ``grid``, quantized before the transpose (a quarter of the bytes: numpy's transpose of the float batch took
