@@ -27,6 +27,7 @@ import uvicorn  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 
+from mobilenet.bench.harness import measured_batch_norm  # noqa: E402
 from mobilenet.data import load_image  # noqa: E402
 from mobilenet.deploy.backends import Runner, make_runner  # noqa: E402
 from mobilenet.deploy.source import load_model, model_info  # noqa: E402
@@ -49,14 +50,9 @@ def runner():
     # Batch-norm statistics of real activations, so logits are O(1) and differ between inputs: with the initial
     # statistics they are ~1e-14 and every comparison below would pass whatever rows came back.
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-        elif isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.5)
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(64, 3, RES, RES))
-    model.eval()
+    measured_batch_norm(model, torch.randn(64, 3, RES, RES))
     runner = make_runner(model, "torch", model_info(model, LABELS))
     logits = runner(torch.randn(4, 3, RES, RES))
     assert logits.std(0).min() > 0.1, logits
