@@ -35,7 +35,7 @@ from ..native_stderr import dropping
 from .align import graph_index
 from .onnx_io import INPUT_NAME, OUTPUT_NAME
 from .openvino import MAX_SHAPES
-from .tflite_writer import Writer
+from .tflite_writer import Writer, check_plain_gemm, conv_geometry
 
 _SKIPPED = ("QuantizeLinear", "DequantizeLinear", "Constant")  # read where used; a Constant: a Clip's dead bound
 _UNIT = (1 / 255, -128)  # the int8 grid of [0, 1]: the squeeze-excite gate's range
@@ -144,21 +144,16 @@ class _Converter:
         self.w.index[self._quantized_output(node).output[0]] = self._source(node.input[0], node)  # factor and all
 
     def _conv(self, node, attrs) -> None:
-        if len(node.input) < 3 or attrs.get("dilations", [1, 1]) != [1, 1]:  # BN folding gives every one a bias
-            raise MobileNetError(f"LiteRT conversion: {node.name} is dilated or has no bias")
+        if len(node.input) < 3:  # BN folding gives every convolution a bias
+            raise MobileNetError(f"LiteRT conversion: {node.name} has no bias")
         wq, ws = self._weights(node.input[1])
         bq, bs = self._weights(node.input[2])
+        stride, pads, depthwise = conv_geometry(node, attrs, wq.shape)
         x = self._source(node.input[0], node)
-        depthwise = attrs.get("group", 1) == wq.shape[0] and wq.shape[1] == 1 and wq.shape[0] > 1
-        if attrs.get("group", 1) > 1 and not depthwise:
-            raise MobileNetError(f"LiteRT conversion: {node.name} is a grouped convolution")
-        pads = attrs.get("pads", [0, 0, 0, 0])
-        self._conv_op(node, x, wq, ws, bq.astype(np.int64), bs, attrs.get("strides", [1, 1]),
-                      [(pads[0], pads[2]), (pads[1], pads[3])], depthwise)
+        self._conv_op(node, x, wq, ws, bq.astype(np.int64), bs, stride, pads, depthwise)
 
     def _gemm(self, node, attrs) -> None:
-        if attrs.get("transB") != 1 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            raise MobileNetError(f"LiteRT conversion: {node.name} is not a plain fully connected layer")
+        check_plain_gemm(node, attrs)
         wq, ws = self._weights(node.input[1])
         bq, bs = self._weights(node.input[2])
         x = self._source(node.input[0], node)

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import MobileNetError
 from .align import graph_index
 from .onnx_io import INPUT_NAME, OUTPUT_NAME
-from .tflite_writer import Writer
+from .tflite_writer import Writer, check_plain_gemm, conv_geometry
 
 _RELU6 = (0.0, 6.0)
 
@@ -93,21 +93,12 @@ class _FloatConverter:
         return lo, hi
 
     def _conv(self, node, attrs) -> None:
-        if attrs.get("dilations", [1, 1]) != [1, 1]:
-            raise MobileNetError(f"LiteRT conversion: {node.name} is dilated")
-        weights = self.init[node.input[1]].astype(np.float32)
+        weights = self.init[node.input[1]]
         bias = self.init[node.input[2]] if len(node.input) > 2 else np.zeros(len(weights), np.float32)
-        group = attrs.get("group", 1)
-        depthwise = group == weights.shape[0] and weights.shape[1] == 1 and group > 1
-        if group > 1 and not depthwise:
-            raise MobileNetError(f"LiteRT conversion: {node.name} is a grouped convolution")
-        pads = attrs.get("pads", [0, 0, 0, 0])
-        self._emit(node, weights, bias, attrs.get("strides", [1, 1]), [(pads[0], pads[2]), (pads[1], pads[3])],
-                   depthwise)
+        self._emit(node, weights, bias, *conv_geometry(node, attrs, weights.shape))
 
-    def _gemm(self, node, attrs) -> None:  # on the (N, 1, 1, C) tensor: a 1x1 convolution
-        if attrs.get("transB") != 1 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-            raise MobileNetError(f"LiteRT conversion: {node.name} is not a plain fully connected layer")
+    def _gemm(self, node, attrs) -> None:
+        check_plain_gemm(node, attrs)
         weights = self.init[node.input[1]].astype(np.float32)[:, :, None, None]
         self._emit(node, weights, self.init[node.input[2]].astype(np.float32), [1, 1], [(0, 0), (0, 0)], False)
 

@@ -160,6 +160,28 @@ class Writer:
         return out
 
 
+def conv_geometry(node, attrs: dict, weight_shape) -> tuple[list[int], list[tuple[int, int]], bool]:
+    """``(strides, ((top, bottom), (left, right)), depthwise)`` of an ONNX ``Conv`` with weights of ``weight_shape``
+    (O, I/group, kh, kw).
+
+    Raises:
+        MobileNetError: a dilated or grouped (other than depthwise) convolution, which neither converter writes.
+    """
+    group = attrs.get("group", 1)
+    depthwise = group > 1 and group == weight_shape[0] and weight_shape[1] == 1
+    if attrs.get("dilations", [1, 1]) != [1, 1] or (group > 1 and not depthwise):
+        raise MobileNetError(f"LiteRT conversion: {node.name} is dilated or grouped")
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    return attrs.get("strides", [1, 1]), [(pads[0], pads[2]), (pads[1], pads[3])], depthwise
+
+
+def check_plain_gemm(node, attrs: dict) -> None:
+    """Raises :class:`MobileNetError` unless the ONNX ``Gemm`` is a fully connected layer (``x @ W.T + b``), which
+    both converters write as a 1x1 convolution on the (N, 1, 1, C) tensor."""
+    if attrs.get("transB") != 1 or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        raise MobileNetError(f"LiteRT conversion: {node.name} is not a plain fully connected layer")
+
+
 def same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
     """TensorFlow's ``SAME`` padding (before, after) of one axis: the output is ceil(size / stride), and an odd
     total goes after."""
